@@ -1,0 +1,214 @@
+//! `mmerge`: merge checkpoints, measure weight distances, check the libtorch set-up.
+
+mod demo;
+mod doctor;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mmerge",
+    version,
+    about = "Merge transformers across modalities, and study when it works"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Merge checkpoints as a mergekit-style YAML config says, into OUT_DIR.
+    Merge {
+        /// The merge config (mergekit's format: models or slices, merge_method, base_model, ...).
+        config: PathBuf,
+        /// Output folder (safetensors shards, index, config.json, tokenizer files).
+        out_dir: PathBuf,
+        /// Replace OUT_DIR if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Largest output shard, e.g. 5GB, 500MB, 1000000.
+        #[arg(long, default_value = "5GB", value_parser = parse_size)]
+        max_shard_size: usize,
+        /// Seed of the random methods (dare_linear, dare_ties).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Do not copy tokenizer files from the base model.
+        #[arg(long)]
+        no_tokenizer: bool,
+        /// Threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Weight distances between two checkpoints (per tensor, per layer, aggregate).
+    Distance {
+        a: PathBuf,
+        b: PathBuf,
+        /// Compare task vectors (A − BASE, B − BASE) instead of raw weights.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Percentage of largest-magnitude coordinates kept by the truncated soft sign dissimilarity.
+        #[arg(long, default_value_t = 20.0)]
+        top_k: f64,
+        /// Print the full report as JSON (schema mmerge.distance/1, see crates/metrics/SCHEMA.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate small checkpoints, TIES-merge them and print the result with its distances.
+    Demo {
+        /// Where to put the generated models and the merge (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// List the merge methods.
+    Methods,
+    /// Check libtorch: version, CUDA, threads, and a small computation.
+    Doctor,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let upper = t.to_ascii_uppercase();
+    let (num, mult) = [
+        ("GB", 1_000_000_000usize),
+        ("MB", 1_000_000),
+        ("KB", 1_000),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| upper.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((upper.clone(), 1));
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size like 5GB, 500MB or 1000000"))?;
+    if v <= 0.0 {
+        return Err(format!("`{s}` must be positive"));
+    }
+    Ok((v * mult as f64) as usize)
+}
+
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Merge {
+            config,
+            out_dir,
+            force,
+            max_shard_size,
+            seed,
+            no_tokenizer,
+            threads,
+        } => {
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build_global()?;
+            }
+            let mut opts = mmerge_merge::MergeOptions::new(out_dir);
+            opts.force = force;
+            opts.max_shard_bytes = max_shard_size;
+            opts.seed = seed;
+            opts.copy_tokenizer = !no_tokenizer;
+            let bar = progress(0, "merging");
+            let s = mmerge_merge::merge_file(&config, &opts, &bar)?;
+            println!(
+                "{}: {} tensors, {:.1} MB written, {:.1} MB read, {:.2} s -> {}",
+                s.method,
+                s.tensors,
+                s.bytes_written as f64 / 1e6,
+                s.bytes_read as f64 / 1e6,
+                s.seconds,
+                s.out.display()
+            );
+        }
+        Command::Distance {
+            a,
+            b,
+            base,
+            top_k,
+            json,
+        } => {
+            let report = distance(&a, &b, base.as_deref(), top_k)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+            } else {
+                print!("{}", report.to_table());
+            }
+        }
+        Command::Demo { dir } => demo::run(dir)?,
+        Command::Methods => {
+            for name in mmerge_merge::MethodKind::NAMES {
+                let k = mmerge_merge::MethodKind::from_name(name).context("method table")?;
+                let params: Vec<&str> = k
+                    .model_params()
+                    .iter()
+                    .chain(k.global_params())
+                    .copied()
+                    .collect();
+                println!(
+                    "{name:<16} base_model: {:<9} parameters: {}",
+                    if k.needs_base() {
+                        "required"
+                    } else {
+                        "optional"
+                    },
+                    params.join(", ")
+                );
+            }
+        }
+        Command::Doctor => println!("{}", doctor::report()?),
+    }
+    Ok(())
+}
+
+pub(crate) fn distance(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    base: Option<&std::path::Path>,
+    top_k: f64,
+) -> anyhow::Result<mmerge_metrics::DistanceReport> {
+    use mmerge_core::Checkpoint;
+    let ca = Checkpoint::open(a)?;
+    let cb = Checkpoint::open(b)?;
+    let cbase = base.map(Checkpoint::open).transpose()?;
+    let opts = mmerge_metrics::DistanceOptions {
+        tssd_top_k_percent: top_k,
+        ..Default::default()
+    };
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "distances [{elapsed_precise}] {wide_bar} {pos}/{len} elements",
+    ) {
+        bar.set_style(style);
+    }
+    let report =
+        mmerge_metrics::compare_with_progress(&ca, &cb, cbase.as_ref(), &opts, Some(&bar))?;
+    bar.finish_and_clear();
+    Ok(report)
+}

@@ -1,0 +1,57 @@
+//! The one error type of `mmerge-core`. Every variant names the file (and, where there is one,
+//! the tensor) that is wrong, so a user can act on the message alone.
+
+use std::path::PathBuf;
+
+/// Result alias for this crate.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+/// Errors from reading and writing checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// An operating-system error on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a readable safetensors file (bad header, truncated data, ...).
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    BadSafetensors { path: PathBuf, reason: String },
+    /// A sharded checkpoint's index file is malformed or points at missing data.
+    #[error("{path}: bad checkpoint index: {reason}")]
+    BadIndex { path: PathBuf, reason: String },
+    /// The path is neither a safetensors file nor a folder holding one.
+    #[error(
+        "{path}: no checkpoint found (expected a .safetensors file, or a folder with \
+         model.safetensors or model.safetensors.index.json)"
+    )]
+    NotACheckpoint { path: PathBuf },
+    /// A tensor that was asked for is not in the checkpoint.
+    #[error("{path}: tensor `{name}` not found")]
+    MissingTensor { path: PathBuf, name: String },
+    /// A tensor's dtype cannot be converted to `f32` for computation.
+    #[error("{path}: tensor `{name}` has dtype {dtype}; only F64, F32, F16 and BF16 can be merged")]
+    NotFloat {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+    /// The output folder exists and overwriting was not asked for.
+    #[error("output {path} already exists; pass --force to replace it")]
+    OutputExists { path: PathBuf },
+    /// A write was asked for a tensor or range the output does not have.
+    #[error("output tensor `{name}`: {reason}")]
+    BadWrite { name: String, reason: String },
+}
+
+impl CoreError {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The streaming executor: output tensors one after another, each in fixed-size element chunks
+//! processed in parallel on rayon's pool. A chunk decodes its slice of every input from the
+//! memory-mapped shards, merges it, checks it is finite and writes it in place in the output
+//! file. Working memory is a few chunks per thread whatever the model's size; after a tensor,
+//! its input pages are released from the resident set.
+//!
+//! Methods that need whole-tensor statistics make extra streaming passes first: SLERP sums
+//! norms and the dot product; TIES finds each input's exact magnitude threshold with a two-pass
+//! radix select (`mmerge_core::select`), plus a counting pass when entries tie at it.
+
+use std::ops::Range;
+
+use indicatif::ProgressBar;
+use mmerge_core::CheckpointWriter;
+use mmerge_core::select::{Pass, RadixSelect};
+use rayon::prelude::*;
+
+use crate::error::{MergeError, Result};
+use crate::methods::Kernel;
+use crate::methods::gta::{Gta, InputRule, KeepRule, Sparsify, keep_count, l1_scale};
+use crate::methods::slerp::{Slerp, SlerpStats};
+use crate::plan::{Group, MergePlan, Source};
+
+/// Elements per chunk. Fixed (not derived from the thread count), so results do not depend on
+/// how many threads run.
+pub const CHUNK: usize = 1 << 16;
+
+fn chunks(numel: usize) -> impl IndexedParallelIterator<Item = Range<usize>> {
+    (0..numel.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(move |c| c * CHUNK..((c + 1) * CHUNK).min(numel))
+}
+
+struct Ctx<'a> {
+    plan: &'a MergePlan,
+    group: &'a Group,
+}
+
+impl Ctx<'_> {
+    fn read(&self, s: &Source, r: &Range<usize>) -> Result<Vec<f32>> {
+        let mut buf = vec![0f32; r.len()];
+        let model = &self.plan.models[s.model];
+        model.read_f32_into(&s.key, r.clone(), &mut buf)?;
+        // Keep the resident set at a few chunks, however large the tensor.
+        model.release_range(&s.key, r.clone());
+        Ok(buf)
+    }
+
+    fn read_inputs(&self, r: &Range<usize>) -> Result<Vec<Vec<f32>>> {
+        self.group.inputs.iter().map(|s| self.read(s, r)).collect()
+    }
+
+    fn read_base(&self, r: &Range<usize>) -> Result<Vec<f32>> {
+        match &self.group.base {
+            Some(b) => self.read(b, r),
+            None => Err(MergeError::Param {
+                name: "base_model".into(),
+                key: self.group.out.name.clone(),
+                message: "no base tensor".into(),
+            }),
+        }
+    }
+}
+
+/// Runs every group of `plan` into `writer`, advancing `progress` by output bytes.
+pub fn execute(plan: &MergePlan, writer: &CheckpointWriter, progress: &ProgressBar) -> Result<()> {
+    for group in &plan.groups {
+        let exec = Exec {
+            ctx: Ctx { plan, group },
+            writer,
+        };
+        exec.run()?;
+        for s in group.inputs.iter().chain(&group.base) {
+            plan.models[s.model].release(&s.key);
+        }
+        let bytes = group.out.shape.iter().product::<usize>() * group.out.dtype.size();
+        progress.inc(bytes as u64);
+    }
+    Ok(())
+}
+
+struct Exec<'a> {
+    ctx: Ctx<'a>,
+    writer: &'a CheckpointWriter,
+}
+
+impl Exec<'_> {
+    fn numel(&self) -> usize {
+        self.ctx.group.out.shape.iter().product()
+    }
+
+    fn name(&self) -> &str {
+        &self.ctx.group.out.name
+    }
+
+    fn write(&self, first: usize, out: &[f32]) -> Result<()> {
+        if let Some(j) = out.iter().position(|x| !x.is_finite()) {
+            return Err(MergeError::NonFinite {
+                key: self.name().to_string(),
+                what: if out[j].is_nan() { "NaN" } else { "infinity" },
+                index: first + j,
+            });
+        }
+        Ok(self.writer.write_f32(self.name(), first, out)?)
+    }
+
+    fn run(&self) -> Result<()> {
+        let g = self.ctx.group;
+        match &g.kernel {
+            None => {
+                let s = &g.inputs[0];
+                let bytes = self.ctx.plan.models[s.model].bytes(&s.key)?;
+                Ok(self.writer.write_bytes(self.name(), 0, bytes)?)
+            }
+            Some(Kernel::Linear(k)) => chunks(self.numel()).try_for_each(|r| {
+                let inputs = self.ctx.read_inputs(&r)?;
+                let mut out = vec![0f32; r.len()];
+                k.chunk(&inputs, &mut out);
+                self.write(r.start, &out)
+            }),
+            Some(Kernel::Passthrough(k)) => chunks(self.numel()).try_for_each(|r| {
+                let x = self.ctx.read(&g.inputs[0], &r)?;
+                let mut out = vec![0f32; r.len()];
+                k.chunk(&x, &mut out);
+                self.write(r.start, &out)
+            }),
+            Some(Kernel::Slerp(k)) => self.slerp(k),
+            Some(Kernel::Gta(k)) => self.gta(k),
+        }
+    }
+
+    fn slerp(&self, k: &Slerp) -> Result<()> {
+        let g = self.ctx.group;
+        let stats = chunks(self.numel())
+            .map(|r| {
+                let mut s = SlerpStats::default();
+                s.add(&self.ctx.read_base(&r)?, &self.ctx.read(&g.inputs[0], &r)?);
+                Ok::<_, MergeError>(s)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            // Summed in chunk order: the same bits whatever the thread count.
+            .fold(SlerpStats::default(), SlerpStats::merge);
+        let coef = k.coefficients(stats);
+        chunks(self.numel()).try_for_each(|r| {
+            let v0 = self.ctx.read_base(&r)?;
+            let v1 = self.ctx.read(&g.inputs[0], &r)?;
+            let mut out = vec![0f32; r.len()];
+            Slerp::chunk(coef, &v0, &v1, &mut out);
+            self.write(r.start, &out)
+        })
+    }
+
+    /// |input − base| of a chunk, as f32 (the ranking TIES trims by).
+    fn magnitudes(&self, i: usize, r: &Range<usize>) -> Result<Vec<f32>> {
+        let b = self.ctx.read_base(r)?;
+        let mut x = self.ctx.read(&self.ctx.group.inputs[i], r)?;
+        for (v, b) in x.iter_mut().zip(&b) {
+            *v = (*v - b).abs();
+        }
+        Ok(x)
+    }
+
+    /// Per-chunk keep rules of input `i` under magnitude sparsification.
+    fn keep_rules(&self, i: usize, density: f64) -> Result<Vec<KeepRule>> {
+        let numel = self.numel();
+        let n_chunks = numel.div_ceil(CHUNK);
+        let k = keep_count(density, numel);
+        let rule = |value, ties_left| KeepRule {
+            value,
+            ties_left,
+            keep_all: false,
+            keep_none: false,
+        };
+        if k >= numel as u64 {
+            return Ok(vec![KeepRule::ALL; n_chunks]);
+        }
+        if k == 0 {
+            return Ok(vec![KeepRule::NONE; n_chunks]);
+        }
+        let mut sel = RadixSelect::new(k);
+        while sel.pass() != Pass::Done {
+            let part = chunks(numel)
+                .try_fold(
+                    || sel.fork(),
+                    |mut f, r| {
+                        f.observe(&self.magnitudes(i, &r)?);
+                        Ok::<_, MergeError>(f)
+                    },
+                )
+                .try_reduce(
+                    || sel.fork(),
+                    |mut a, b| {
+                        a.merge(&b);
+                        Ok(a)
+                    },
+                )?;
+            sel.merge(&part);
+            sel.end_pass();
+        }
+        let Some(th) = sel.result() else {
+            return Ok(vec![KeepRule::ALL; n_chunks]);
+        };
+        let ties_wanted = k - th.greater;
+        if ties_wanted == th.equal {
+            return Ok(vec![rule(th.value, u64::MAX); n_chunks]);
+        }
+        // Some entries equal to the threshold must go: keep the lowest-index ones.
+        let equal: Vec<u64> = chunks(numel)
+            .map(|r| {
+                Ok(self
+                    .magnitudes(i, &r)?
+                    .iter()
+                    .filter(|m| **m == th.value)
+                    .count() as u64)
+            })
+            .collect::<Result<_>>()?;
+        let mut before = 0u64;
+        Ok(equal
+            .into_iter()
+            .map(|e| {
+                let left = ties_wanted.saturating_sub(before).min(e);
+                before += e;
+                rule(th.value, left)
+            })
+            .collect())
+    }
+
+    fn gta(&self, k: &Gta) -> Result<()> {
+        let g = self.ctx.group;
+        let n_chunks = self.numel().div_ceil(CHUNK);
+        let mut rules: Vec<Vec<InputRule>> = Vec::with_capacity(g.inputs.len());
+        for i in 0..g.inputs.len() {
+            let keep = if k.sparsify == Sparsify::Magnitude {
+                self.keep_rules(i, k.densities[i])?
+            } else {
+                vec![KeepRule::ALL; n_chunks]
+            };
+            let stream = crate::methods::stream_id(self.ctx.plan.seed, self.name(), i);
+            let mut r: Vec<InputRule> = keep
+                .into_iter()
+                .map(|keep| InputRule {
+                    keep,
+                    stream,
+                    scale: 1.0,
+                })
+                .collect();
+            if k.rescale && k.sparsify != Sparsify::None && k.densities[i] < 1.0 {
+                // mergekit's L1 rescale needs both norms over the whole tensor first.
+                let (full, kept) = chunks(self.numel())
+                    .enumerate()
+                    .map(|(c, range)| {
+                        let base = self.ctx.read_base(&range)?;
+                        let x = self.ctx.read(&g.inputs[i], &range)?;
+                        let mut tau = vec![0f64; range.len()];
+                        Ok::<_, MergeError>(k.sparsified(
+                            i,
+                            range.start,
+                            &base,
+                            &x,
+                            &r[c],
+                            &mut tau,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?
+                    .into_iter()
+                    // Summed in chunk order: the same bits whatever the thread count.
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let scale = l1_scale(full, kept);
+                r.iter_mut().for_each(|x| x.scale = scale);
+            }
+            rules.push(r);
+        }
+        chunks(self.numel()).enumerate().try_for_each(|(c, r)| {
+            let base = self.ctx.read_base(&r)?;
+            let inputs = self.ctx.read_inputs(&r)?;
+            let chunk_rules: Vec<InputRule> = rules.iter().map(|v| v[c]).collect();
+            let mut out = vec![0f32; r.len()];
+            k.chunk(r.start, &base, &inputs, &chunk_rules, &mut out);
+            self.write(r.start, &out)
+        })
+    }
+}

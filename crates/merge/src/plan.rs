@@ -1,0 +1,626 @@
+//! From a config to a merge plan: which input tensors make each output tensor, with every
+//! parameter evaluated for it. The rules follow mergekit 0.1.5 (`docs/mergekit-semantics.md`).
+//!
+//! - **Depth t** (for gradient parameters): a `models:` config is one slice over all layers. In
+//!   a slice of n layers, layer j has t = j / (n − 1) (t = 1 when n = 1); the gradient restarts
+//!   in each slice. Tensors outside the layers (embeddings, final norm, heads) have t = 0.
+//!   Layer tensors are those whose key holds a layer index (`mmerge_core::keys`).
+//! - **Slices**: output layers are numbered consecutively across slices; output layer j of a
+//!   slice reads layer `layer_range[0] + j` of every source. Tensors before the layers are merged
+//!   from the first slice's sources, those after from the last slice's.
+//! - **Parameter scopes**: a per-model parameter (`weight`, `density`, `scale`) is looked up in
+//!   the model's (or slice source's) `parameters`, then the slice's, then the top level, and its
+//!   filters match the *input* tensor name. A shared parameter (`t`, `normalize`, `lambda`,
+//!   `rescale`, `int8_mask`) is looked up in the slice's, then the top-level `parameters`, with
+//!   filters matching the *output* name; setting one per model is an error here (mergekit
+//!   silently ignores it).
+//! - A `base_model` not listed among the models (or a slice's sources) is added as an input.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use mmerge_core::keys::{self, TensorRole};
+use mmerge_core::{Checkpoint, Dtype, OutputTensor};
+
+use crate::config::{MergeConfig, line_of, model_path};
+use crate::error::{MergeError, Result};
+use crate::methods::gta::{Gta, Sparsify};
+use crate::methods::linear::Linear;
+use crate::methods::passthrough::Passthrough;
+use crate::methods::slerp::Slerp;
+use crate::methods::{Kernel, MethodKind};
+use crate::params::{ParamMap, Scalar};
+
+/// One input tensor: a model (index into [`MergePlan::models`]) and a key in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub model: usize,
+    pub key: String,
+}
+
+/// How one output tensor is made.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub out: OutputTensor,
+    /// The merged inputs (for task-vector methods: without the base).
+    pub inputs: Vec<Source>,
+    /// The base tensor (task-vector methods; SLERP's t = 0 end).
+    pub base: Option<Source>,
+    /// `None`: a byte-exact copy of `inputs[0]` (non-float tensors, plain passthrough).
+    pub kernel: Option<Kernel>,
+    /// Depth t at which parameters were evaluated.
+    pub depth: f64,
+}
+
+/// A checked, fully evaluated merge.
+#[derive(Debug)]
+pub struct MergePlan {
+    pub method: MethodKind,
+    pub models: Vec<Checkpoint>,
+    pub groups: Vec<Group>,
+    /// Model whose `config.json` is copied to the output.
+    pub config_model: usize,
+    /// Model whose tokenizer files are copied to the output.
+    pub tokenizer_model: usize,
+    /// Output layer count, when slices may have changed it (written into `config.json`).
+    pub out_layers: Option<usize>,
+    /// The `torch_dtype` to record in `config.json`, when the config sets a dtype.
+    pub out_dtype_name: Option<&'static str>,
+    /// Seed of DARE's random masks.
+    pub seed: u64,
+}
+
+struct Member<'a> {
+    model: usize,
+    key: String,
+    params: &'a ParamMap,
+}
+
+struct Job<'a> {
+    out_key: String,
+    depth: f64,
+    members: Vec<Member<'a>>,
+    slice_params: &'a ParamMap,
+}
+
+fn depth(j: usize, n: usize) -> f64 {
+    if n > 1 {
+        j as f64 / (n - 1) as f64
+    } else {
+        1.0
+    }
+}
+
+/// mergekit gives every tensor outside the layers t = 0, those after the layers included.
+const OUTSIDE_DEPTH: f64 = 0.0;
+
+const EMPTY: &ParamMap = &ParamMap::new();
+
+impl MergePlan {
+    /// Opens the config's models and plans the merge. `cfg_path` and `text` (the config's
+    /// source) are used to point errors at lines.
+    pub fn new(cfg: &MergeConfig, cfg_path: &Path, text: &str, seed: u64) -> Result<Self> {
+        let cfg_err = |needle: &str, message: String| MergeError::Config {
+            path: cfg_path.to_path_buf(),
+            line: line_of(text, needle),
+            message,
+        };
+        let method = MethodKind::from_name(&cfg.merge_method).ok_or_else(|| {
+            cfg_err(
+                "merge_method",
+                format!("unknown merge_method `{}`", cfg.merge_method),
+            )
+        })?;
+        check_param_names(cfg, method, &cfg_err)?;
+
+        let refs = cfg.model_refs();
+        let mut models = Vec::with_capacity(refs.len());
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for r in &refs {
+            index.insert(r, models.len());
+            models.push(Checkpoint::open(model_path(r))?);
+        }
+        let base = cfg.base_model.as_deref().map(|b| index[b]);
+        if method.needs_base() && base.is_none() {
+            return Err(cfg_err(
+                "merge_method",
+                format!("merge_method `{}` needs `base_model`", method.name()),
+            ));
+        }
+        let out_dtype = cfg
+            .out_dtype
+            .as_deref()
+            .or(cfg.dtype.as_deref())
+            .and_then(Dtype::from_user);
+
+        let (jobs, out_layers) = match (&cfg.models, &cfg.slices) {
+            (Some(entries), _) => {
+                let reference = base.unwrap_or(index[entries[0].model.as_str()]);
+                let names = models[reference].names();
+                let n_layers = keys::layer_count(names.iter().map(String::as_str));
+                let jobs = names
+                    .iter()
+                    .map(|name| Job {
+                        out_key: name.clone(),
+                        depth: match keys::role(name) {
+                            TensorRole::Layer(i) => depth(i, n_layers),
+                            _ => OUTSIDE_DEPTH,
+                        },
+                        members: base
+                            .filter(|b| !entries.iter().any(|e| index[e.model.as_str()] == *b))
+                            .map(|b| Member {
+                                model: b,
+                                key: name.clone(),
+                                params: EMPTY,
+                            })
+                            .into_iter()
+                            .chain(entries.iter().map(|e| Member {
+                                model: index[e.model.as_str()],
+                                key: name.clone(),
+                                params: &e.parameters,
+                            }))
+                            .collect(),
+                        slice_params: EMPTY,
+                    })
+                    .collect();
+                (jobs, None)
+            }
+            (None, Some(slices)) => slice_jobs(cfg, slices, &models, &index, base, &cfg_err)?,
+            (None, None) => return Err(cfg_err("merge_method", "no models or slices".into())),
+        };
+
+        let mut groups = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            groups.push(plan_group(cfg, method, &models, base, out_dtype, job)?);
+        }
+        let first = refs
+            .iter()
+            .position(|r| Some(index[r]) != base)
+            .unwrap_or(0);
+        let config_model = base.unwrap_or(first);
+        let tokenizer_model = match cfg.tokenizer_source.as_deref() {
+            None | Some("base") => config_model,
+            Some(other) => *index.get(other).ok_or_else(|| {
+                cfg_err(
+                    "tokenizer_source",
+                    format!("tokenizer_source `{other}` is not a model of this merge"),
+                )
+            })?,
+        };
+        Ok(MergePlan {
+            method,
+            models,
+            groups,
+            config_model,
+            tokenizer_model,
+            out_layers,
+            out_dtype_name: out_dtype.map(|d| match d {
+                Dtype::BF16 => "bfloat16",
+                Dtype::F16 => "float16",
+                Dtype::F64 => "float64",
+                _ => "float32",
+            }),
+            seed,
+        })
+    }
+
+    /// The output tensors, in output order.
+    pub fn outputs(&self) -> Vec<OutputTensor> {
+        self.groups.iter().map(|g| g.out.clone()).collect()
+    }
+
+    /// Bytes of tensor data the merge reads (every input and base, once per group).
+    pub fn input_bytes(&self) -> usize {
+        self.groups
+            .iter()
+            .flat_map(|g| g.inputs.iter().chain(&g.base))
+            .filter_map(|s| self.models[s.model].bytes(&s.key).ok().map(<[u8]>::len))
+            .sum()
+    }
+
+    /// Path of a model of the plan.
+    pub fn model_path(&self, i: usize) -> PathBuf {
+        self.models[i].path().to_path_buf()
+    }
+}
+
+fn check_param_names(
+    cfg: &MergeConfig,
+    method: MethodKind,
+    cfg_err: &dyn Fn(&str, String) -> MergeError,
+) -> Result<()> {
+    let model_only: Vec<&str> = method.model_params().to_vec();
+    let all: Vec<&str> = model_only
+        .iter()
+        .chain(method.global_params())
+        .copied()
+        .collect();
+    let mut maps: Vec<(&ParamMap, &[&str])> = vec![(&cfg.parameters, &all)];
+    maps.extend(
+        cfg.models
+            .iter()
+            .flatten()
+            .map(|m| (&m.parameters, model_only.as_slice())),
+    );
+    for s in cfg.slices.iter().flatten() {
+        maps.push((&s.parameters, &all));
+        maps.extend(
+            s.sources
+                .iter()
+                .map(|x| (&x.parameters, model_only.as_slice())),
+        );
+    }
+    for (map, valid) in maps {
+        for name in map.keys() {
+            if valid.contains(&name.as_str()) {
+                continue;
+            }
+            let message = if all.contains(&name.as_str()) {
+                format!(
+                    "parameter `{name}` is shared by all models of a merge; set it in the top-level \
+                     or slice `parameters`, not per model"
+                )
+            } else {
+                format!(
+                    "unknown parameter `{name}` for merge_method `{}`; valid: {}",
+                    method.name(),
+                    all.join(", ")
+                )
+            };
+            return Err(cfg_err(&format!("{name}:"), message));
+        }
+    }
+    Ok(())
+}
+
+fn slice_jobs<'a>(
+    cfg: &'a MergeConfig,
+    slices: &'a [crate::config::OutputSlice],
+    models: &[Checkpoint],
+    index: &HashMap<&str, usize>,
+    base: Option<usize>,
+    cfg_err: &dyn Fn(&str, String) -> MergeError,
+) -> Result<(Vec<Job<'a>>, Option<usize>)> {
+    let mut layer_jobs = Vec::new();
+    let mut offset = 0usize;
+    for (si, slice) in slices.iter().enumerate() {
+        let n = slice.sources[0].layer_range[1] - slice.sources[0].layer_range[0];
+        if slice
+            .sources
+            .iter()
+            .any(|s| s.layer_range[1] - s.layer_range[0] != n)
+        {
+            return Err(cfg_err(
+                "layer_range",
+                format!("slice {si}: every source must span the same number of layers"),
+            ));
+        }
+        let slice_base = slice.base_model.as_deref().map(|b| index[b]).or(base);
+        let reference = slice
+            .sources
+            .iter()
+            .find(|s| Some(index[s.model.as_str()]) == slice_base)
+            .unwrap_or(&slice.sources[0]);
+        let ref_model = &models[index[reference.model.as_str()]];
+        let ref_layers = keys::layer_count(ref_model.names().iter().map(String::as_str));
+        for s in &slice.sources {
+            let have = keys::layer_count(
+                models[index[s.model.as_str()]]
+                    .names()
+                    .iter()
+                    .map(String::as_str),
+            );
+            if s.layer_range[1] > have {
+                return Err(cfg_err(
+                    "layer_range",
+                    format!(
+                        "slice {si}: layer_range [{}, {}] of {} goes past its {have} layers",
+                        s.layer_range[0], s.layer_range[1], s.model
+                    ),
+                ));
+            }
+        }
+        let _ = ref_layers;
+        for j in 0..n {
+            let ref_layer = reference.layer_range[0] + j;
+            for key in ref_model.names() {
+                if keys::layer_ref(key).map(|l| l.index) != Some(ref_layer) {
+                    continue;
+                }
+                layer_jobs.push(Job {
+                    out_key: keys::with_layer(key, offset + j),
+                    depth: depth(j, n),
+                    members: slice_base
+                        .filter(|b| !slice.sources.iter().any(|s| index[s.model.as_str()] == *b))
+                        .map(|b| Member {
+                            model: b,
+                            key: keys::with_layer(key, reference.layer_range[0] + j),
+                            params: EMPTY,
+                        })
+                        .into_iter()
+                        .chain(slice.sources.iter().map(|s| Member {
+                            model: index[s.model.as_str()],
+                            key: keys::with_layer(key, s.layer_range[0] + j),
+                            params: &s.parameters,
+                        }))
+                        .collect(),
+                    slice_params: &slice.parameters,
+                });
+            }
+        }
+        offset += n;
+    }
+    // Tensors outside the layers: from the first slice's sources (before) or the last's (after).
+    let edge = |slice: &'a crate::config::OutputSlice, want: TensorRole| -> Vec<Job<'a>> {
+        let slice_base = slice.base_model.as_deref().map(|b| index[b]).or(base);
+        let reference = slice
+            .sources
+            .iter()
+            .map(|s| index[s.model.as_str()])
+            .find(|m| Some(*m) == slice_base)
+            .unwrap_or(index[slice.sources[0].model.as_str()]);
+        models[reference]
+            .names()
+            .iter()
+            .filter(|k| keys::role(k) == want)
+            .map(|k| Job {
+                out_key: k.clone(),
+                depth: OUTSIDE_DEPTH,
+                members: slice_base
+                    .filter(|b| !slice.sources.iter().any(|s| index[s.model.as_str()] == *b))
+                    .map(|b| Member {
+                        model: b,
+                        key: k.clone(),
+                        params: EMPTY,
+                    })
+                    .into_iter()
+                    .chain(slice.sources.iter().map(|s| Member {
+                        model: index[s.model.as_str()],
+                        key: k.clone(),
+                        params: &s.parameters,
+                    }))
+                    .collect(),
+                slice_params: &slice.parameters,
+            })
+            .collect()
+    };
+    let _ = cfg;
+    let mut jobs = edge(&slices[0], TensorRole::Pre);
+    jobs.extend(layer_jobs);
+    if let Some(last) = slices.last() {
+        jobs.extend(edge(last, TensorRole::Post));
+    }
+    Ok((jobs, Some(offset)))
+}
+
+fn eval_number(
+    name: &str,
+    maps: &[&ParamMap],
+    key: &str,
+    t: f64,
+    default: Option<f64>,
+    who: &dyn Fn() -> String,
+) -> Result<f64> {
+    for m in maps {
+        if let Some(v) = m.get(name)
+            && let Some(s) = v.evaluate(key, t)
+        {
+            return match s {
+                Scalar::Number(x) if x.is_finite() => Ok(x),
+                Scalar::Number(_) => Err(MergeError::Param {
+                    name: name.into(),
+                    key: key.into(),
+                    message: "must be finite".into(),
+                }),
+                Scalar::Bool(b) => Ok(if b { 1.0 } else { 0.0 }),
+            };
+        }
+    }
+    default.ok_or_else(|| MergeError::Param {
+        name: name.into(),
+        key: key.into(),
+        message: format!("is required and not set for {}", who()),
+    })
+}
+
+fn eval_bool(name: &str, maps: &[&ParamMap], key: &str, t: f64, default: bool) -> bool {
+    for m in maps {
+        if let Some(v) = m.get(name)
+            && let Some(s) = v.evaluate(key, t)
+        {
+            return match s {
+                Scalar::Bool(b) => b,
+                Scalar::Number(x) => x != 0.0,
+            };
+        }
+    }
+    default
+}
+
+fn plan_group<'a>(
+    cfg: &'a MergeConfig,
+    method: MethodKind,
+    models: &[Checkpoint],
+    base: Option<usize>,
+    out_dtype: Option<Dtype>,
+    job: Job<'a>,
+) -> Result<Group> {
+    let key = job.out_key.as_str();
+    let t = job.depth;
+    // Every member must hold the tensor, with one shape.
+    let first = &job.members[0];
+    let first_meta =
+        models[first.model]
+            .meta(&first.key)
+            .ok_or_else(|| MergeError::MissingKey {
+                key: first.key.clone(),
+                model: models[first.model].path().to_path_buf(),
+                other: models[job.members.last().map_or(0, |m| m.model)]
+                    .path()
+                    .to_path_buf(),
+            })?;
+    for m in &job.members[1..] {
+        let meta = models[m.model]
+            .meta(&m.key)
+            .ok_or_else(|| MergeError::MissingKey {
+                key: m.key.clone(),
+                model: models[m.model].path().to_path_buf(),
+                other: models[first.model].path().to_path_buf(),
+            })?;
+        if meta.shape != first_meta.shape {
+            return Err(MergeError::ShapeMismatch {
+                key: m.key.clone(),
+                model_a: models[first.model].path().to_path_buf(),
+                shape_a: first_meta.shape.clone(),
+                model_b: models[m.model].path().to_path_buf(),
+                shape_b: meta.shape.clone(),
+            });
+        }
+    }
+    let base_member = job.members.iter().find(|m| Some(m.model) == base);
+    let src = |m: &Member<'_>| Source {
+        model: m.model,
+        key: m.key.clone(),
+    };
+    let mut group = Group {
+        out: OutputTensor::new(
+            key,
+            out_dtype.unwrap_or(first_meta.dtype),
+            first_meta.shape.clone(),
+        ),
+        inputs: vec![],
+        base: None,
+        kernel: None,
+        depth: t,
+    };
+    if !first_meta.dtype.is_float() {
+        // Integer or boolean buffers are carried over from the base (or first) model.
+        group.out.dtype = first_meta.dtype;
+        group.inputs = vec![src(base_member.unwrap_or(first))];
+        return Ok(group);
+    }
+    let globals = [job.slice_params, &cfg.parameters];
+    let member_maps =
+        |m: &Member<'a>| -> [&'a ParamMap; 3] { [m.params, job.slice_params, &cfg.parameters] };
+    let who = |m: &Member<'_>| {
+        let p = models[m.model].path().display().to_string();
+        move || format!("model {p}")
+    };
+    match method {
+        MethodKind::Linear => {
+            let mut weights = vec![];
+            for m in &job.members {
+                weights.push(eval_number(
+                    "weight",
+                    &member_maps(m),
+                    key,
+                    t,
+                    None,
+                    &who(m),
+                )?);
+            }
+            group.inputs = job.members.iter().map(src).collect();
+            group.kernel = Some(Kernel::Linear(Linear {
+                weights,
+                normalize: eval_bool("normalize", &globals, key, t, true),
+            }));
+        }
+        MethodKind::TaskArithmetic
+        | MethodKind::Ties
+        | MethodKind::DareLinear
+        | MethodKind::DareTies => {
+            let Some(b) = base_member else {
+                return Err(MergeError::Param {
+                    name: "base_model".into(),
+                    key: key.into(),
+                    message: "the base model is not among this tensor's sources".into(),
+                });
+            };
+            // (sparsify, elect signs, normalize default, rescale default), as in mergekit 0.1.5.
+            let (sparsify, elect, norm_default, rescale_default) = match method {
+                MethodKind::TaskArithmetic => (Sparsify::None, false, false, false),
+                MethodKind::Ties => (Sparsify::Magnitude, true, true, false),
+                MethodKind::DareLinear => (Sparsify::Random, false, false, true),
+                _ => (Sparsify::Random, true, false, true),
+            };
+            let mut weights = vec![];
+            let mut densities = vec![];
+            for m in job.members.iter().filter(|m| Some(m.model) != base) {
+                let maps = member_maps(m);
+                weights.push(eval_number("weight", &maps, &m.key, t, None, &who(m))?);
+                let d = if method == MethodKind::TaskArithmetic {
+                    1.0
+                } else {
+                    eval_number("density", &maps, &m.key, t, Some(1.0), &who(m))?
+                };
+                if !(0.0..=1.0).contains(&d) {
+                    return Err(MergeError::Param {
+                        name: "density".into(),
+                        key: m.key.clone(),
+                        message: format!("{d} is outside [0, 1]"),
+                    });
+                }
+                densities.push(d);
+                group.inputs.push(src(m));
+            }
+            group.base = Some(src(b));
+            group.kernel = Some(Kernel::Gta(Gta {
+                weights,
+                densities,
+                sparsify,
+                rescale: eval_bool("rescale", &globals, key, t, rescale_default),
+                elect_sign: elect,
+                normalize: eval_bool("normalize", &globals, key, t, norm_default),
+                lambda: eval_number("lambda", &globals, key, t, Some(1.0), &String::new)?,
+            }));
+        }
+        MethodKind::Slerp => {
+            let others: Vec<&Member<'_>> = job
+                .members
+                .iter()
+                .filter(|m| Some(m.model) != base)
+                .collect();
+            let (Some(b), [other]) = (base_member, others.as_slice()) else {
+                return Err(MergeError::Param {
+                    name: "base_model".into(),
+                    key: key.into(),
+                    message: format!(
+                        "slerp merges exactly two models, the base and one other; this tensor has {} sources",
+                        job.members.len()
+                    ),
+                });
+            };
+            let tt = eval_number("t", &globals, key, t, None, &|| "the merge".to_string())?;
+            group.base = Some(src(b));
+            group.inputs = vec![src(other)];
+            group.kernel = Some(Kernel::Slerp(Slerp { t: tt }));
+        }
+        MethodKind::Passthrough => {
+            if job.members.len() != 1 {
+                return Err(MergeError::Param {
+                    name: "passthrough".into(),
+                    key: key.into(),
+                    message: format!(
+                        "takes exactly one source per tensor, got {}",
+                        job.members.len()
+                    ),
+                });
+            }
+            let m = &job.members[0];
+            let maps = member_maps(m);
+            let has_scale = maps
+                .iter()
+                .any(|p| p.get("scale").and_then(|v| v.evaluate(key, t)).is_some());
+            group.inputs = vec![src(m)];
+            if has_scale || group.out.dtype != first_meta.dtype {
+                let scale = if has_scale {
+                    Some(eval_number("scale", &maps, &m.key, t, None, &who(m))?)
+                } else {
+                    None
+                };
+                group.kernel = Some(Kernel::Passthrough(Passthrough { scale }));
+            }
+        }
+    }
+    Ok(group)
+}

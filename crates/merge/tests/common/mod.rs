@@ -1,0 +1,86 @@
+//! Helpers shared by the merge integration tests: seeded tensors, checkpoints on disk, and a
+//! merge run from YAML text.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+use mmerge_core::{Checkpoint, CheckpointWriter, Dtype, OutputTensor};
+use mmerge_merge::{MergeConfig, MergeOptions, MergePlan};
+
+/// A small deterministic generator (xorshift*), so the tests need no RNG crate set-up.
+#[derive(Debug)]
+pub struct Gen(u64);
+
+impl Gen {
+    pub fn new(seed: u64) -> Self {
+        Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in [-1, 1).
+    pub fn unit(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.unit() * scale).collect()
+    }
+}
+
+/// Rounds values to what `dtype` stores.
+pub fn quantize(v: &[f32], dtype: Dtype) -> Vec<f32> {
+    let mut b = vec![0u8; v.len() * dtype.size()];
+    dtype.encode_f32(v, &mut b);
+    let mut out = vec![0f32; v.len()];
+    dtype.decode_f32(&b, &mut out);
+    out
+}
+
+pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+pub fn write_model(dir: &Path, dtype: Dtype, tensors: &Tensors, shard_bytes: usize) {
+    let outs: Vec<OutputTensor> = tensors
+        .iter()
+        .map(|(n, s, _)| OutputTensor::new(n.clone(), dtype, s.clone()))
+        .collect();
+    let w = CheckpointWriter::create(dir, &outs, shard_bytes, true).unwrap();
+    for (n, _, v) in tensors {
+        w.write_f32(n, 0, v).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// Runs a merge config given as text; returns the opened output.
+pub fn merge(dir: &Path, yaml: &str, seed: u64) -> Result<Checkpoint, mmerge_merge::MergeError> {
+    let cfg_path = dir.join("merge.yml");
+    std::fs::write(&cfg_path, yaml).unwrap();
+    let cfg = MergeConfig::from_yaml(yaml, &cfg_path)?;
+    let plan = MergePlan::new(&cfg, &cfg_path, yaml, seed)?;
+    let mut opts = MergeOptions::new(dir.join("out"));
+    opts.force = true;
+    opts.max_shard_bytes = 200_000;
+    mmerge_merge::run(&plan, yaml, &opts, &ProgressBar::hidden())?;
+    Ok(Checkpoint::open(dir.join("out")).unwrap())
+}
+
+pub fn p(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// Asserts |got − want| ≤ tol·max(|want|, floor) elementwise, naming the first failure.
+pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64, floor: f64) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        let err = (f64::from(*g) - w).abs();
+        assert!(
+            err <= tol * w.abs().max(floor),
+            "{name}[{j}]: got {g}, want {w} (err {err:e})"
+        );
+    }
+}
