@@ -9,12 +9,12 @@ pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 /// Errors from reading and writing checkpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
-    /// An operating-system error on a named path.
-    #[error("{path}: {source}")]
+    /// An operating-system error on a named path. (The I/O error is part of the message, not a
+    /// `source`, so error chains print it once.)
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a readable safetensors file (bad header, truncated data, ...).
     #[error("{path}: not a valid safetensors file: {reason}")]
@@ -48,10 +48,10 @@ pub enum CoreError {
 
 impl CoreError {
     /// Wraps an I/O error with the path it happened on.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         CoreError::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -175,3 +175,56 @@ fn dare_keeps_the_density_fraction_and_rescales_the_l1_norm() {
     assert_eq!(a, b);
     assert_ne!(a, c);
 }
+
+#[test]
+fn same_config_and_seed_give_the_same_bytes_whatever_the_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut g = Gen::new(5);
+    let n = mmerge_merge::exec::CHUNK * 3 + 17;
+    for name in ["base", "x", "y"] {
+        let t = vec![
+            ("model.layers.0.w".to_string(), vec![n], g.vec(n, 1.0)),
+            ("model.norm.weight".to_string(), vec![7], g.vec(7, 1.0)),
+        ];
+        write_model(&d.join(name), Dtype::BF16, &t, usize::MAX);
+    }
+    let models = format!(
+        "  - model: {x}\n    parameters: {{weight: 0.7, density: 0.3}}\n  - model: {y}\n    parameters: {{weight: 0.4, density: 0.6}}\n",
+        x = p(d, "x").display(),
+        y = p(d, "y").display()
+    );
+    for method in ["ties", "dare_ties", "slerp"] {
+        let yaml = if method == "slerp" {
+            format!(
+                "merge_method: slerp\nbase_model: {}\nmodels:\n  - model: {}\nparameters: {{t: 0.3}}\n",
+                p(d, "base").display(),
+                p(d, "x").display()
+            )
+        } else {
+            format!(
+                "merge_method: {method}\nbase_model: {}\nparameters: {{rescale: true}}\nmodels:\n{models}",
+                p(d, "base").display()
+            )
+        };
+        let bytes = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| merge(d, &yaml, 42).unwrap());
+            let mut files: Vec<_> = std::fs::read_dir(d.join("out"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            files
+                .iter()
+                .map(|f| std::fs::read(f).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let one = bytes(1);
+        assert_eq!(one, bytes(3), "{method}: 1 vs 3 threads");
+        assert_eq!(one, bytes(2), "{method}: 1 vs 2 threads");
+    }
+}

@@ -134,23 +134,11 @@ fn linear_with_gradients_and_filters() {
     }
 }
 
-/// One task-vector case; `flags` = (rescale, elect signs, normalize).
+/// One task-vector case; the flags are (rescale, elect signs, normalize).
 fn gta_case(
     method: &str,
     sparsify: Sparsify,
     (rescale, elect, normalize): (bool, bool, bool),
-    levels: u32,
-    dtype: Dtype,
-) {
-    gta_case_inner(method, sparsify, rescale, elect, normalize, levels, dtype)
-}
-
-fn gta_case_inner(
-    method: &str,
-    sparsify: Sparsify,
-    rescale: bool,
-    elect: bool,
-    normalize: bool,
     levels: u32,
     dtype: Dtype,
 ) {
