@@ -225,8 +225,11 @@ impl CheckpointWriter {
         io(&dst, std::fs::write(&dst, contents))
     }
 
-    /// Checks that every tensor was written in full, writes the index (for several shards),
-    /// syncs, and renames the folder into place (replacing an old one when `force` was given).
+    /// Checks that every tensor was written in full, writes the index (for several shards), and
+    /// renames the folder into place (replacing an old one when `force` was given).
+    ///
+    /// The rename makes the output appear whole or not at all to every process. The data is
+    /// not fsynced (like mergekit, and `cp`): after a power failure, run the merge again.
     pub fn finish(mut self) -> Result<PathBuf> {
         let mut missing: Vec<_> = self
             .slots
@@ -252,9 +255,6 @@ impl CheckpointWriter {
             });
             let text = serde_json::to_string_pretty(&index).unwrap_or_default();
             self.write_file(INDEX_FILE, text.as_bytes())?;
-        }
-        for (fname, file) in &self.files {
-            io(&self.tmp.join(fname), file.sync_all())?;
         }
         if self.out.exists() {
             if !self.force {

@@ -151,91 +151,109 @@ impl Exec<'_> {
         })
     }
 
-    /// |input − base| of a chunk, as f32 (the ranking TIES trims by).
-    fn magnitudes(&self, i: usize, r: &Range<usize>) -> Result<Vec<f32>> {
+    /// |input − base| of a chunk for each input in `which`, as f32 (the ranking TIES trims by);
+    /// the base chunk is read once for all of them.
+    fn magnitudes(&self, which: &[usize], r: &Range<usize>) -> Result<Vec<Vec<f32>>> {
         let b = self.ctx.read_base(r)?;
-        let mut x = self.ctx.read(&self.ctx.group.inputs[i], r)?;
-        for (v, b) in x.iter_mut().zip(&b) {
-            *v = (*v - b).abs();
-        }
-        Ok(x)
+        which
+            .iter()
+            .map(|&i| {
+                let mut x = self.ctx.read(&self.ctx.group.inputs[i], r)?;
+                for (v, b) in x.iter_mut().zip(&b) {
+                    *v = (*v - b).abs();
+                }
+                Ok(x)
+            })
+            .collect()
     }
 
-    /// Per-chunk keep rules of input `i` under magnitude sparsification.
-    fn keep_rules(&self, i: usize, density: f64) -> Result<Vec<KeepRule>> {
+    /// Per-chunk keep rules of every input under magnitude sparsification. The selections of
+    /// all inputs advance together, so each pass reads the base once.
+    fn keep_rules(&self, densities: &[f64]) -> Result<Vec<Vec<KeepRule>>> {
         let numel = self.numel();
         let n_chunks = numel.div_ceil(CHUNK);
-        let k = keep_count(density, numel);
-        let rule = |value, ties_left| KeepRule {
-            value,
-            ties_left,
-            keep_all: false,
-            keep_none: false,
-        };
-        if k >= numel as u64 {
-            return Ok(vec![KeepRule::ALL; n_chunks]);
-        }
-        if k == 0 {
-            return Ok(vec![KeepRule::NONE; n_chunks]);
-        }
-        let mut sel = RadixSelect::new(k);
-        while sel.pass() != Pass::Done {
-            let part = chunks(numel)
-                .try_fold(
-                    || sel.fork(),
-                    |mut f, r| {
-                        f.observe(&self.magnitudes(i, &r)?);
-                        Ok::<_, MergeError>(f)
-                    },
-                )
-                .try_reduce(
-                    || sel.fork(),
-                    |mut a, b| {
-                        a.merge(&b);
-                        Ok(a)
-                    },
-                )?;
-            sel.merge(&part);
-            sel.end_pass();
-        }
-        let Some(th) = sel.result() else {
-            return Ok(vec![KeepRule::ALL; n_chunks]);
-        };
-        let ties_wanted = k - th.greater;
-        if ties_wanted == th.equal {
-            return Ok(vec![rule(th.value, u64::MAX); n_chunks]);
-        }
-        // Some entries equal to the threshold must go: keep the lowest-index ones.
-        let equal: Vec<u64> = chunks(numel)
-            .map(|r| {
-                Ok(self
-                    .magnitudes(i, &r)?
-                    .iter()
-                    .filter(|m| **m == th.value)
-                    .count() as u64)
+        let ks: Vec<u64> = densities.iter().map(|d| keep_count(*d, numel)).collect();
+        let mut rules: Vec<Vec<KeepRule>> = ks
+            .iter()
+            .map(|&k| match k {
+                0 => vec![KeepRule::NONE; n_chunks],
+                _ => vec![KeepRule::ALL; n_chunks],
             })
-            .collect::<Result<_>>()?;
-        let mut before = 0u64;
-        Ok(equal
-            .into_iter()
-            .map(|e| {
-                let left = ties_wanted.saturating_sub(before).min(e);
-                before += e;
-                rule(th.value, left)
-            })
-            .collect())
+            .collect();
+        // Inputs that keep some but not all entries need a threshold.
+        let active: Vec<usize> = (0..ks.len())
+            .filter(|&i| ks[i] > 0 && ks[i] < numel as u64)
+            .collect();
+        let mut sels: Vec<RadixSelect> = active.iter().map(|&i| RadixSelect::new(ks[i])).collect();
+        while sels.iter().any(|s| s.pass() != Pass::Done) {
+            let fork = || sels.iter().map(RadixSelect::fork).collect::<Vec<_>>();
+            let parts = chunks(numel)
+                .try_fold(fork, |mut f, r| {
+                    for (s, m) in f.iter_mut().zip(self.magnitudes(&active, &r)?) {
+                        s.observe(&m);
+                    }
+                    Ok::<_, MergeError>(f)
+                })
+                .try_reduce(fork, |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| x.merge(y));
+                    Ok(a)
+                })?;
+            for (s, p) in sels.iter_mut().zip(&parts) {
+                s.merge(p);
+                s.end_pass();
+            }
+        }
+        // Entries equal to the threshold that must partly go are kept lowest index first:
+        // each chunk gets its share, from a count of equal entries per chunk.
+        let mut need_count = vec![];
+        for (a, s) in active.iter().zip(&sels) {
+            let Some(th) = s.result() else { continue };
+            let wanted = ks[*a] - th.greater;
+            let rule = |ties_left| KeepRule {
+                value: th.value,
+                ties_left,
+                keep_all: false,
+                keep_none: false,
+            };
+            rules[*a] = vec![rule(u64::MAX); n_chunks];
+            if wanted != th.equal {
+                need_count.push((*a, th.value, wanted));
+            }
+        }
+        if !need_count.is_empty() {
+            let which: Vec<usize> = need_count.iter().map(|n| n.0).collect();
+            let equal: Vec<Vec<u64>> = chunks(numel)
+                .map(|r| {
+                    let mags = self.magnitudes(&which, &r)?;
+                    Ok(mags
+                        .iter()
+                        .zip(&need_count)
+                        .map(|(m, n)| m.iter().filter(|v| **v == n.1).count() as u64)
+                        .collect())
+                })
+                .collect::<Result<_>>()?;
+            for (j, &(a, _, wanted)) in need_count.iter().enumerate() {
+                let mut before = 0u64;
+                for (c, counts) in equal.iter().enumerate() {
+                    let e = counts[j];
+                    rules[a][c].ties_left = wanted.saturating_sub(before).min(e);
+                    before += e;
+                }
+            }
+        }
+        Ok(rules)
     }
 
     fn gta(&self, k: &Gta) -> Result<()> {
         let g = self.ctx.group;
         let n_chunks = self.numel().div_ceil(CHUNK);
+        let keeps = if k.sparsify == Sparsify::Magnitude {
+            self.keep_rules(&k.densities)?
+        } else {
+            vec![vec![KeepRule::ALL; n_chunks]; g.inputs.len()]
+        };
         let mut rules: Vec<Vec<InputRule>> = Vec::with_capacity(g.inputs.len());
-        for i in 0..g.inputs.len() {
-            let keep = if k.sparsify == Sparsify::Magnitude {
-                self.keep_rules(i, k.densities[i])?
-            } else {
-                vec![KeepRule::ALL; n_chunks]
-            };
+        for (i, keep) in keeps.into_iter().enumerate() {
             let stream = crate::methods::stream_id(self.ctx.plan.seed, self.name(), i);
             let mut r: Vec<InputRule> = keep
                 .into_iter()

@@ -52,6 +52,14 @@ pub struct Group {
     pub depth: f64,
 }
 
+/// One output tensor of an explicit plan ([`MergePlan::from_groups`]): its key and its inputs
+/// as (model index, key, per-input parameters). A group with one input is copied unchanged.
+#[derive(Debug, Clone)]
+pub struct KeyGroup {
+    pub out: String,
+    pub inputs: Vec<(usize, String, ParamMap)>,
+}
+
 /// A checked, fully evaluated merge.
 #[derive(Debug)]
 pub struct MergePlan {
@@ -171,7 +179,14 @@ impl MergePlan {
 
         let mut groups = Vec::with_capacity(jobs.len());
         for job in jobs {
-            groups.push(plan_group(cfg, method, &models, base, out_dtype, job)?);
+            groups.push(plan_group(
+                &cfg.parameters,
+                method,
+                &models,
+                base,
+                out_dtype,
+                job,
+            )?);
         }
         let first = refs
             .iter()
@@ -200,6 +215,66 @@ impl MergePlan {
                 Dtype::F64 => "float64",
                 _ => "float32",
             }),
+            seed,
+        })
+    }
+
+    /// A plan over explicit key groups, e.g. the experts of a multiway checkpoint merging into
+    /// its shared keys. `parameters` plays the top-level `parameters`; depth t comes from the
+    /// output keys' layer indices as for a `models:` config.
+    pub fn from_groups(
+        models: Vec<Checkpoint>,
+        method: MethodKind,
+        base: Option<usize>,
+        parameters: &ParamMap,
+        groups: Vec<KeyGroup>,
+        seed: u64,
+    ) -> Result<Self> {
+        let n_layers = keys::layer_count(groups.iter().map(|g| g.out.as_str()));
+        let mut planned = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let depth = match keys::role(&g.out) {
+                TensorRole::Layer(i) => depth(i, n_layers),
+                _ => OUTSIDE_DEPTH,
+            };
+            if let [(model, key, _)] = g.inputs.as_slice() {
+                let meta = models[*model].require(key)?;
+                planned.push(Group {
+                    out: OutputTensor::new(g.out.clone(), meta.dtype, meta.shape.clone()),
+                    inputs: vec![Source {
+                        model: *model,
+                        key: key.clone(),
+                    }],
+                    base: None,
+                    kernel: None,
+                    depth,
+                });
+                continue;
+            }
+            let job = Job {
+                out_key: g.out.clone(),
+                depth,
+                members: g
+                    .inputs
+                    .iter()
+                    .map(|(model, key, params)| Member {
+                        model: *model,
+                        key: key.clone(),
+                        params,
+                    })
+                    .collect(),
+                slice_params: EMPTY,
+            };
+            planned.push(plan_group(parameters, method, &models, base, None, job)?);
+        }
+        Ok(MergePlan {
+            method,
+            models,
+            groups: planned,
+            config_model: base.unwrap_or(0),
+            tokenizer_model: base.unwrap_or(0),
+            out_layers: None,
+            out_dtype_name: None,
             seed,
         })
     }
@@ -438,7 +513,7 @@ fn eval_bool(name: &str, maps: &[&ParamMap], key: &str, t: f64, default: bool) -
 }
 
 fn plan_group<'a>(
-    cfg: &'a MergeConfig,
+    top: &'a ParamMap,
     method: MethodKind,
     models: &[Checkpoint],
     base: Option<usize>,
@@ -499,9 +574,8 @@ fn plan_group<'a>(
         group.inputs = vec![src(base_member.unwrap_or(first))];
         return Ok(group);
     }
-    let globals = [job.slice_params, &cfg.parameters];
-    let member_maps =
-        |m: &Member<'a>| -> [&'a ParamMap; 3] { [m.params, job.slice_params, &cfg.parameters] };
+    let globals = [job.slice_params, top];
+    let member_maps = |m: &Member<'a>| -> [&'a ParamMap; 3] { [m.params, job.slice_params, top] };
     let who = |m: &Member<'_>| {
         let p = models[m.model].path().display().to_string();
         move || format!("model {p}")

@@ -1,5 +1,6 @@
-//! Lets the `mmerge` binary and this crate's test binaries find libtorch at run
-//! time without `LD_LIBRARY_PATH`.
+//! The build script of every crate that links libtorch (`build = "../../build/libtorch_rpath.rs"`
+//! in its Cargo.toml, plus `torch-sys` as a direct dependency): lets its binaries and test
+//! binaries find libtorch at run time without `LD_LIBRARY_PATH`.
 //!
 //! torch-sys (`links = "tch"`) tells its direct dependents where libtorch's
 //! shared libraries are through `DEP_TCH_LIBTORCH_LIB`. tch's own build script
@@ -10,7 +11,7 @@ use std::env;
 use std::path::Path;
 
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../../build/libtorch_rpath.rs");
     let Some(lib) = env::var_os("DEP_TCH_LIBTORCH_LIB") else {
         // Only missing when torch-sys did not run its normal path (e.g. docs).
         return;

@@ -1,0 +1,13 @@
+//! Models for mmerge on libtorch (`tch`): the multiway transformer whose modality experts the
+//! study merges, its heads, checkpoint I/O with strict key checks, and the key mapping from a
+//! multiway checkpoint to the modality-agnostic (`shared`) model.
+
+pub mod config;
+pub mod error;
+pub mod io;
+pub mod merge_map;
+pub mod multiway;
+
+pub use config::{Expert, MultiwayConfig, Part, Sharing};
+pub use error::{ModelError, Result};
+pub use multiway::{MultiwayTransformer, TextBatch, parameter_count};

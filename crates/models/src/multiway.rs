@@ -1,0 +1,481 @@
+//! The multiway transformer (VLMo-style, as in arXiv 2304.14933): one stack of blocks whose
+//! attention, FFN and layer norms may hold one copy per modality expert (vision, text, and in
+//! the top `vl_layers` layers vision-language), chosen by [`Sharing`].
+//!
+//! Paths through the stack:
+//! - image only: patch embedding + class token, vision experts in every layer;
+//! - text only: word + position + token-type embeddings, text experts in every layer;
+//! - image + text: below the VL layers the text tokens go through the text experts and the
+//!   image tokens through the vision experts *separately* (no cross-modal attention, as in the
+//!   paper's code); the VL layers run the concatenation `[text; image]` through the VL expert;
+//! - image pair + text (NLVR2): each image fused with the text (token types 1 and 2).
+//!
+//! Keys: `embeddings.*`, `encoder.layers.{i}.{attn|ffn|norm1|norm2}.{vision|text|vl|shared}.*`,
+//! `encoder.layers.{i}.gamma{1,2}` (LayerScale, shared), `encoder.norm.*` (pre-LN only).
+
+use std::collections::BTreeMap;
+
+use tch::nn;
+use tch::{Kind, Tensor};
+
+use crate::config::{Expert, MultiwayConfig, Part, Sharing};
+use crate::error::{ModelError, Result};
+
+fn layer_norm(p: nn::Path<'_>, d: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(
+        p,
+        vec![d],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
+}
+
+/// Multi-head self-attention with separate query, key, value and output projections.
+#[derive(Debug)]
+pub struct Attention {
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    out: nn::Linear,
+    heads: i64,
+    dropout: f64,
+}
+
+impl Attention {
+    fn new(p: nn::Path<'_>, d: i64, heads: i64, dropout: f64) -> Self {
+        let lin = |n: &str| nn::linear(&p / n, d, d, Default::default());
+        Attention {
+            q: lin("q"),
+            k: lin("k"),
+            v: lin("v"),
+            out: lin("out"),
+            heads,
+            dropout,
+        }
+    }
+
+    /// `x` [B, T, D]; `mask` bool [B, 1, 1, T], true where a key may be attended to.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+        let (b, t, d) = (x.size()[0], x.size()[1], x.size()[2]);
+        let split = |y: Tensor| y.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
+        let q = split(x.apply(&self.q));
+        let k = split(x.apply(&self.k));
+        let v = split(x.apply(&self.v));
+        let p = if train { self.dropout } else { 0.0 };
+        let y =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, false, None::<f64>, false);
+        y.transpose(1, 2)
+            .contiguous()
+            .view([b, t, d])
+            .apply(&self.out)
+    }
+}
+
+/// The feed-forward network: fc1, exact GELU, fc2.
+#[derive(Debug)]
+pub struct Ffn {
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl Ffn {
+    fn new(p: nn::Path<'_>, d: i64, f: i64) -> Self {
+        Ffn {
+            fc1: nn::linear(&p / "fc1", d, f, Default::default()),
+            fc2: nn::linear(&p / "fc2", f, d, Default::default()),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, dropout: f64, train: bool) -> Tensor {
+        x.apply(&self.fc1)
+            .gelu("none")
+            .dropout(dropout, train)
+            .apply(&self.fc2)
+    }
+}
+
+/// One block, with a copy of each part per stored expert.
+#[derive(Debug)]
+pub struct Block {
+    attn: BTreeMap<Expert, Attention>,
+    ffn: BTreeMap<Expert, Ffn>,
+    norm1: BTreeMap<Expert, nn::LayerNorm>,
+    norm2: BTreeMap<Expert, nn::LayerNorm>,
+    gamma1: Option<Tensor>,
+    gamma2: Option<Tensor>,
+}
+
+impl Block {
+    fn new(p: nn::Path<'_>, cfg: &MultiwayConfig, i: i64) -> Self {
+        let d = cfg.hidden_size;
+        let ex = |part: Part| cfg.stored_experts(part, i);
+        let path = |part: Part, e: Expert| &p / part.name() / e.name();
+        let gamma = |n: &str| {
+            cfg.layer_scale_init
+                .map(|g| p.var(n, &[d], nn::Init::Const(g)))
+        };
+        Block {
+            attn: ex(Part::Attn)
+                .into_iter()
+                .map(|e| {
+                    (
+                        e,
+                        Attention::new(
+                            path(Part::Attn, e),
+                            d,
+                            cfg.num_attention_heads,
+                            cfg.attention_probs_dropout_prob,
+                        ),
+                    )
+                })
+                .collect(),
+            ffn: ex(Part::Ffn)
+                .into_iter()
+                .map(|e| (e, Ffn::new(path(Part::Ffn, e), d, cfg.intermediate_size())))
+                .collect(),
+            norm1: ex(Part::Norm1)
+                .into_iter()
+                .map(|e| (e, layer_norm(path(Part::Norm1, e), d, cfg.layer_norm_eps)))
+                .collect(),
+            norm2: ex(Part::Norm2)
+                .into_iter()
+                .map(|e| (e, layer_norm(path(Part::Norm2, e), d, cfg.layer_norm_eps)))
+                .collect(),
+            gamma1: gamma("gamma1"),
+            gamma2: gamma("gamma2"),
+        }
+    }
+
+    fn forward(
+        &self,
+        cfg: &MultiwayConfig,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        e: Expert,
+        train: bool,
+    ) -> Tensor {
+        let pick = |part: Part| cfg.storage(part, e);
+        // The experts exist by construction (`stored_experts` lists every `storage` result).
+        let attn = &self.attn[&pick(Part::Attn)];
+        let ffn = &self.ffn[&pick(Part::Ffn)];
+        let n1 = &self.norm1[&pick(Part::Norm1)];
+        let n2 = &self.norm2[&pick(Part::Norm2)];
+        let drop = cfg.hidden_dropout_prob;
+        let scale = |y: Tensor, g: &Option<Tensor>| match g {
+            Some(g) => y * g,
+            None => y,
+        };
+        if cfg.pre_norm {
+            let h = x + scale(
+                attn.forward(&x.apply(n1), mask, train).dropout(drop, train),
+                &self.gamma1,
+            );
+            let f = ffn.forward(&h.apply(n2), drop, train).dropout(drop, train);
+            &h + scale(f, &self.gamma2)
+        } else {
+            let h = (x + scale(
+                attn.forward(x, mask, train).dropout(drop, train),
+                &self.gamma1,
+            ))
+            .apply(n1);
+            let f = ffn.forward(&h, drop, train).dropout(drop, train);
+            (&h + scale(f, &self.gamma2)).apply(n2)
+        }
+    }
+}
+
+/// Patch, class-token, position, word and token-type embeddings.
+#[derive(Debug)]
+pub struct Embeddings {
+    patch: nn::Conv2D,
+    cls_token: Tensor,
+    image_pos: Tensor,
+    word: nn::Embedding,
+    text_pos: nn::Embedding,
+    token_type: nn::Embedding,
+    text_norm: nn::LayerNorm,
+}
+
+impl Embeddings {
+    fn new(p: nn::Path<'_>, cfg: &MultiwayConfig) -> Self {
+        let d = cfg.hidden_size;
+        let conv = nn::ConvConfig {
+            stride: cfg.patch_size,
+            ..Default::default()
+        };
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        Embeddings {
+            patch: nn::conv2d(&p / "patch", cfg.num_channels, d, cfg.patch_size, conv),
+            cls_token: p.var("cls_token", &[1, 1, d], init),
+            image_pos: p.var("image_pos", &[1, cfg.num_patches() + 1, d], init),
+            word: nn::embedding(&p / "word", cfg.vocab_size, d, Default::default()),
+            text_pos: nn::embedding(
+                &p / "text_pos",
+                cfg.max_position_embeddings,
+                d,
+                Default::default(),
+            ),
+            token_type: nn::embedding(
+                &p / "token_type",
+                cfg.type_vocab_size,
+                d,
+                Default::default(),
+            ),
+            text_norm: layer_norm(&p / "text_norm", d, cfg.layer_norm_eps),
+        }
+    }
+}
+
+/// The multiway transformer (see the module docs).
+#[derive(Debug)]
+pub struct MultiwayTransformer {
+    cfg: MultiwayConfig,
+    embeddings: Embeddings,
+    layers: Vec<Block>,
+    norm: Option<nn::LayerNorm>,
+}
+
+/// Text input: token ids [B, T] and the attention mask [B, T] (1 for real tokens, 0 padding).
+#[derive(Debug)]
+pub struct TextBatch<'a> {
+    pub ids: &'a Tensor,
+    pub mask: &'a Tensor,
+}
+
+impl MultiwayTransformer {
+    /// Creates the variables under `p` (names as in the module docs).
+    pub fn new(p: &nn::Path<'_>, cfg: &MultiwayConfig) -> Result<Self> {
+        cfg.validate().map_err(ModelError::Input)?;
+        Ok(MultiwayTransformer {
+            cfg: cfg.clone(),
+            embeddings: Embeddings::new(p / "embeddings", cfg),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Block::new(p / "encoder" / "layers" / i, cfg, i))
+                .collect(),
+            norm: cfg
+                .pre_norm
+                .then(|| layer_norm(p / "encoder" / "norm", cfg.hidden_size, cfg.layer_norm_eps)),
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &MultiwayConfig {
+        &self.cfg
+    }
+
+    fn check_pixels(&self, pixels: &Tensor) -> Result<()> {
+        let c = &self.cfg;
+        let want = [c.num_channels, c.image_size, c.image_size];
+        let s = pixels.size();
+        if s.len() != 4 || s[1..] != want {
+            return Err(ModelError::Input(format!(
+                "pixels must be [B, {}, {}, {}], got {s:?}",
+                want[0], want[1], want[2]
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_text(&self, t: &TextBatch<'_>) -> Result<()> {
+        let s = t.ids.size();
+        if s.len() != 2 || t.mask.size() != s {
+            return Err(ModelError::Input(format!(
+                "token ids and mask must both be [B, T], got {s:?} and {:?}",
+                t.mask.size()
+            )));
+        }
+        if s[1] > self.cfg.max_position_embeddings {
+            return Err(ModelError::Input(format!(
+                "text of {} tokens is longer than max_position_embeddings {}",
+                s[1], self.cfg.max_position_embeddings
+            )));
+        }
+        if s[1] > 0 {
+            let (lo, hi) = (t.ids.min().int64_value(&[]), t.ids.max().int64_value(&[]));
+            if lo < 0 || hi >= self.cfg.vocab_size {
+                return Err(ModelError::Input(format!(
+                    "token ids must be in [0, {}), got [{lo}, {hi}]",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Image tokens [B, 1 + N, D] before the encoder (token type `type_id`).
+    fn embed_image(&self, pixels: &Tensor, type_id: i64) -> Tensor {
+        let e = &self.embeddings;
+        let b = pixels.size()[0];
+        let x = pixels.apply(&e.patch).flatten(2, 3).transpose(1, 2);
+        let cls = e.cls_token.expand([b, 1, self.cfg.hidden_size], false);
+        let tt = Tensor::from(type_id)
+            .to_device(pixels.device())
+            .apply(&e.token_type);
+        Tensor::cat(&[cls, x], 1) + &e.image_pos + tt
+    }
+
+    /// Text tokens [B, T, D] before the encoder.
+    fn embed_text(&self, ids: &Tensor, train: bool) -> Tensor {
+        let e = &self.embeddings;
+        let t = ids.size()[1];
+        let pos = Tensor::arange(t, (Kind::Int64, ids.device())).apply(&e.text_pos);
+        let tt = ids.zeros_like().apply(&e.token_type);
+        (ids.apply(&e.word) + pos + tt)
+            .apply(&e.text_norm)
+            .dropout(self.cfg.hidden_dropout_prob, train)
+    }
+
+    fn run(
+        &self,
+        mut x: Tensor,
+        mask: Option<&Tensor>,
+        layers: std::ops::Range<usize>,
+        e: Expert,
+        train: bool,
+    ) -> Tensor {
+        for l in &self.layers[layers] {
+            x = l.forward(&self.cfg, &x, mask, e, train);
+        }
+        x
+    }
+
+    fn finish(&self, x: Tensor) -> Tensor {
+        match &self.norm {
+            Some(n) => x.apply(n),
+            None => x,
+        }
+    }
+
+    fn key_mask(mask: &Tensor) -> Tensor {
+        let s = mask.size();
+        mask.ne(0).view([s[0], 1, 1, s[1]])
+    }
+
+    /// Image only: [B, 1 + N, D] (the class token first), vision experts in every layer.
+    pub fn encode_image(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
+        self.check_pixels(pixels)?;
+        let x = self.embed_image(pixels, 1);
+        Ok(self.finish(self.run(x, None, 0..self.layers.len(), Expert::Vision, train)))
+    }
+
+    /// Text only: [B, T, D], text experts in every layer; padded keys are masked out.
+    pub fn encode_text(&self, text: &TextBatch<'_>, train: bool) -> Result<Tensor> {
+        self.check_text(text)?;
+        let x = self.embed_text(text.ids, train);
+        let m = Self::key_mask(text.mask);
+        Ok(self.finish(self.run(x, Some(&m), 0..self.layers.len(), Expert::Text, train)))
+    }
+
+    /// Image and text fused: [B, T + 1 + N, D] as `[text; image]`, and the key mask [B, T+1+N]
+    /// (i64, 1 = real token). `type_id` is the image's token type (1, or 2 for a second image).
+    pub fn encode_image_text(
+        &self,
+        pixels: &Tensor,
+        text: &TextBatch<'_>,
+        type_id: i64,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        self.check_pixels(pixels)?;
+        self.check_text(text)?;
+        if pixels.size()[0] != text.ids.size()[0] {
+            return Err(ModelError::Input(format!(
+                "{} images but {} texts",
+                pixels.size()[0],
+                text.ids.size()[0]
+            )));
+        }
+        if !(1..self.cfg.type_vocab_size).contains(&type_id) {
+            return Err(ModelError::Input(format!(
+                "image token type {type_id} is out of range"
+            )));
+        }
+        let split = (self.cfg.num_hidden_layers - self.cfg.vl_layers) as usize;
+        let tm = Self::key_mask(text.mask);
+        let t = self.run(
+            self.embed_text(text.ids, train),
+            Some(&tm),
+            0..split,
+            Expert::Text,
+            train,
+        );
+        let i = self.run(
+            self.embed_image(pixels, type_id),
+            None,
+            0..split,
+            Expert::Vision,
+            train,
+        );
+        let n_img = i.size()[1];
+        let b = pixels.size()[0];
+        let mask = Tensor::cat(
+            &[
+                text.mask.to_kind(Kind::Int64),
+                Tensor::ones([b, n_img], (Kind::Int64, pixels.device())),
+            ],
+            1,
+        );
+        let x = Tensor::cat(&[t, i], 1);
+        let km = Self::key_mask(&mask);
+        let x = self.run(x, Some(&km), split..self.layers.len(), Expert::Vl, train);
+        Ok((self.finish(x), mask))
+    }
+
+    /// Image pair and text (NLVR2): the first token of each fused sequence, concatenated
+    /// [B, 2D].
+    pub fn encode_pair(
+        &self,
+        left: &Tensor,
+        right: &Tensor,
+        text: &TextBatch<'_>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (a, _) = self.encode_image_text(left, text, 1, train)?;
+        let (b, _) = self.encode_image_text(right, text, 2, train)?;
+        Ok(Tensor::cat(&[a.select(1, 0), b.select(1, 0)], 1))
+    }
+}
+
+/// Number of parameters of the encoder (embeddings, blocks, final norm) from the config alone:
+/// the closed formula the tests check the built model against.
+pub fn parameter_count(cfg: &MultiwayConfig) -> i64 {
+    let d = cfg.hidden_size;
+    let f = cfg.intermediate_size();
+    let part = |p: Part| match p {
+        Part::Attn => 4 * (d * d + d),
+        Part::Ffn => d * f + f + f * d + d,
+        Part::Norm1 | Part::Norm2 => 2 * d,
+    };
+    let mut blocks = 0;
+    for i in 0..cfg.num_hidden_layers {
+        let experts = if cfg.is_vl_layer(i) { 3 } else { 2 };
+        for p in Part::ALL {
+            let copies = if cfg.sharing.is_specific(p) {
+                experts
+            } else {
+                1
+            };
+            blocks += copies * part(p);
+        }
+        if cfg.layer_scale_init.is_some() {
+            blocks += 2 * d;
+        }
+    }
+    let c = cfg.num_channels;
+    let pp = cfg.patch_size;
+    let embeddings = c * pp * pp * d + d // patch conv
+        + d + (cfg.num_patches() + 1) * d // class token, image positions
+        + (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * d
+        + 2 * d; // text norm
+    let norm = if cfg.pre_norm { 2 * d } else { 0 };
+    blocks + embeddings + norm
+}
+
+/// Whether a config's sharing keeps `part` per expert (re-exported for key mappings).
+pub fn is_specific(sharing: Sharing, part: Part) -> bool {
+    sharing.is_specific(part)
+}

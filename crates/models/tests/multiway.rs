@@ -1,0 +1,362 @@
+//! The multiway transformer: parameter counts against the closed formula, save/load round
+//! trips, strict loading, masks, modality separation below the VL layers, and the
+//! expert-to-shared merge reproducing the vision path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mmerge_models::config::{Expert, MultiwayConfig, Sharing};
+use mmerge_models::{MultiwayTransformer, TextBatch, io, merge_map, parameter_count};
+use tch::{Device, Kind, Tensor, nn};
+
+const ALL: [Sharing; 5] = [
+    Sharing::AllSpecific,
+    Sharing::CustomAttn,
+    Sharing::CustomFfn,
+    Sharing::CustomLn,
+    Sharing::Shared,
+];
+
+fn build(cfg: &MultiwayConfig, seed: i64) -> (nn::VarStore, MultiwayTransformer) {
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let m = MultiwayTransformer::new(&vs.root(), cfg).unwrap();
+    // Randomise the layer norms and biases too, so tests see every parameter's effect.
+    tch::no_grad(|| {
+        for (_, mut t) in vs.variables() {
+            let noise = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.05;
+            let _ = t.f_add_(&noise).unwrap();
+        }
+    });
+    (vs, m)
+}
+
+fn pixels(cfg: &MultiwayConfig, b: i64, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    Tensor::randn(
+        [b, cfg.num_channels, cfg.image_size, cfg.image_size],
+        (Kind::Float, Device::Cpu),
+    )
+}
+
+fn text(cfg: &MultiwayConfig, lens: &[i64], t: i64, seed: i64) -> (Tensor, Tensor) {
+    tch::manual_seed(seed);
+    let b = lens.len() as i64;
+    let ids = Tensor::randint(cfg.vocab_size, [b, t], (Kind::Int64, Device::Cpu));
+    let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+    let lens = Tensor::from_slice(lens).unsqueeze(1);
+    let mask = pos.lt_tensor(&lens).to_kind(Kind::Int64);
+    (ids, mask)
+}
+
+#[test]
+fn parameter_counts_match_the_closed_formula() {
+    for preset in ["tiny", "small", "medium"] {
+        for sharing in ALL {
+            for layer_scale in [None, Some(0.1)] {
+                let mut cfg = MultiwayConfig::preset(preset, sharing).unwrap();
+                cfg.layer_scale_init = layer_scale;
+                let vs = nn::VarStore::new(Device::Cpu);
+                let _m = MultiwayTransformer::new(&vs.root(), &cfg).unwrap();
+                let n: i64 = vs
+                    .variables()
+                    .values()
+                    .map(Tensor::numel)
+                    .map(|n| n as i64)
+                    .sum();
+                assert_eq!(
+                    n,
+                    parameter_count(&cfg),
+                    "{preset} {sharing:?} {layer_scale:?}"
+                );
+            }
+        }
+    }
+    // The small preset: about 0.3M shared, 0.5M multiway parameters in the blocks + embeddings.
+    let shared = parameter_count(&MultiwayConfig::preset("small", Sharing::Shared).unwrap());
+    let multi = parameter_count(&MultiwayConfig::preset("small", Sharing::AllSpecific).unwrap());
+    assert!((250_000..350_000).contains(&shared), "{shared}");
+    assert!((500_000..650_000).contains(&multi), "{multi}");
+}
+
+#[test]
+fn save_load_round_trip_gives_identical_outputs() {
+    let cfg = MultiwayConfig::preset("tiny", Sharing::AllSpecific).unwrap();
+    let (vs, m) = build(&cfg, 1);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ck");
+    io::save(&vs, &dir, Some(&cfg.to_json()), false).unwrap();
+    let cfg2 = MultiwayConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(cfg2, cfg);
+    let (mut vs2, m2) = build(&cfg2, 2);
+    io::load(&mut vs2, &dir).unwrap();
+    let px = pixels(&cfg, 2, 3);
+    let (ids, mask) = text(&cfg, &[5, 9], 9, 4);
+    let tb = TextBatch {
+        ids: &ids,
+        mask: &mask,
+    };
+    let a = m.encode_image_text(&px, &tb, 1, false).unwrap().0;
+    let b = m2.encode_image_text(&px, &tb, 1, false).unwrap().0;
+    assert!(a.equal(&b));
+    assert!(
+        m.encode_text(&tb, false)
+            .unwrap()
+            .equal(&m2.encode_text(&tb, false).unwrap())
+    );
+}
+
+#[test]
+fn loading_a_wrong_checkpoint_lists_every_bad_key() {
+    let tiny = MultiwayConfig::preset("tiny", Sharing::Shared).unwrap();
+    let (vs, _m) = build(&tiny, 1);
+    let tmp = tempfile::tempdir().unwrap();
+    io::save(&vs, &tmp.path().join("shared"), None, false).unwrap();
+    // Into a custom-FFN model: FFN experts are missing, the shared FFN is unexpected.
+    let (mut vs2, _m2) = build(
+        &MultiwayConfig::preset("tiny", Sharing::CustomFfn).unwrap(),
+        2,
+    );
+    let err = io::load(&mut vs2, &tmp.path().join("shared"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing keys") && err.contains("encoder.layers.0.ffn.vision.fc1.weight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected keys") && err.contains("encoder.layers.0.ffn.shared.fc1.weight"),
+        "{err}"
+    );
+    // A wider model: every matrix is mis-shaped, and the message gives both shapes.
+    let mut wide = tiny.clone();
+    wide.hidden_size = 48;
+    let (mut vs3, _m3) = build(&wide, 3);
+    let err = io::load(&mut vs3, &tmp.path().join("shared"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`embeddings.cls_token`: expected shape [1, 1, 48], found [1, 1, 32]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_with_an_unknown_field_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("config.json");
+    let mut v: serde_json::Value = serde_json::from_str(
+        &MultiwayConfig::preset("tiny", Sharing::Shared)
+            .unwrap()
+            .to_json(),
+    )
+    .unwrap();
+    v["hiden_size"] = 3.into();
+    std::fs::write(&p, v.to_string()).unwrap();
+    let err = MultiwayConfig::from_file(&p).unwrap_err().to_string();
+    assert!(err.contains("unknown field `hiden_size`"), "{err}");
+    v.as_object_mut().unwrap().remove("hiden_size");
+    v["num_attention_heads"] = 3.into();
+    std::fs::write(&p, v.to_string()).unwrap();
+    let err = MultiwayConfig::from_file(&p).unwrap_err().to_string();
+    assert!(
+        err.contains("`hidden_size` 32 is not divisible by `num_attention_heads` 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn padding_never_changes_real_tokens() {
+    for sharing in [Sharing::AllSpecific, Sharing::Shared] {
+        let cfg = MultiwayConfig::preset("tiny", sharing).unwrap();
+        let (_vs, m) = build(&cfg, 5);
+        let (ids, mask) = text(&cfg, &[4, 7], 10, 6);
+        let tb = TextBatch {
+            ids: &ids,
+            mask: &mask,
+        };
+        let a = m.encode_text(&tb, false).unwrap();
+        // Different content in the padded positions, and a shorter padded length.
+        let ids2 = ids.where_self(&mask.ne(0), &ids.ones_like());
+        let b = m
+            .encode_text(
+                &TextBatch {
+                    ids: &ids2,
+                    mask: &mask,
+                },
+                false,
+            )
+            .unwrap();
+        let short_ids = ids.narrow(1, 0, 7);
+        let short_mask = mask.narrow(1, 0, 7);
+        let c = m
+            .encode_text(
+                &TextBatch {
+                    ids: &short_ids,
+                    mask: &short_mask,
+                },
+                false,
+            )
+            .unwrap();
+        for (row, len) in [(0i64, 4i64), (1, 7)] {
+            let real = |x: &Tensor| x.get(row).narrow(0, 0, len);
+            assert!(
+                real(&a).allclose(&real(&b), 1e-6, 1e-6, false),
+                "{sharing:?} row {row}"
+            );
+            assert!(
+                real(&a).allclose(&real(&c), 1e-6, 1e-6, false),
+                "{sharing:?} row {row} short"
+            );
+        }
+        // The same holds through the fused path, for text and image tokens.
+        let px = pixels(&cfg, 2, 7);
+        let (fa, _) = m.encode_image_text(&px, &tb, 1, false).unwrap();
+        let (fb, _) = m
+            .encode_image_text(
+                &px,
+                &TextBatch {
+                    ids: &ids2,
+                    mask: &mask,
+                },
+                1,
+                false,
+            )
+            .unwrap();
+        let n_img = cfg.num_patches() + 1;
+        let img = |x: &Tensor| x.narrow(1, 10, n_img);
+        assert!(img(&fa).allclose(&img(&fb), 1e-6, 1e-6, false));
+    }
+}
+
+#[test]
+fn no_cross_modal_attention_below_the_vl_layers() {
+    let mut cfg = MultiwayConfig::preset("tiny", Sharing::AllSpecific).unwrap();
+    cfg.vl_layers = 0;
+    let (_vs, m) = build(&cfg, 8);
+    let px = pixels(&cfg, 2, 9);
+    let (ids, mask) = text(&cfg, &[3, 8], 8, 10);
+    let tb = TextBatch {
+        ids: &ids,
+        mask: &mask,
+    };
+    let (fused, _) = m.encode_image_text(&px, &tb, 1, false).unwrap();
+    // With no VL layer, the fused sequence is exactly the two unimodal encodings side by side.
+    assert!(
+        fused
+            .narrow(1, 0, 8)
+            .allclose(&m.encode_text(&tb, false).unwrap(), 1e-6, 1e-6, false)
+    );
+    assert!(fused.narrow(1, 8, cfg.num_patches() + 1).allclose(
+        &m.encode_image(&px, false).unwrap(),
+        1e-6,
+        1e-6,
+        false
+    ));
+    // With a VL layer, changing the text changes the image tokens: the modalities meet there.
+    let cfg1 = MultiwayConfig {
+        vl_layers: 1,
+        ..cfg
+    };
+    let (_vs1, m1) = build(&cfg1, 8);
+    let (ids2, _) = text(&cfg1, &[3, 8], 8, 11);
+    let a = m1
+        .encode_image_text(&px, &tb, 1, false)
+        .unwrap()
+        .0
+        .narrow(1, 8, 1);
+    let b = m1
+        .encode_image_text(
+            &px,
+            &TextBatch {
+                ids: &ids2,
+                mask: &mask,
+            },
+            1,
+            false,
+        )
+        .unwrap()
+        .0
+        .narrow(1, 8, 1);
+    assert!(!a.allclose(&b, 1e-4, 1e-4, false));
+    // And the pair path gives [B, 2D].
+    assert_eq!(
+        m1.encode_pair(&px, &px.flip([3]), &tb, false)
+            .unwrap()
+            .size(),
+        [2, 2 * cfg1.hidden_size]
+    );
+}
+
+#[test]
+fn bad_inputs_are_refused() {
+    let cfg = MultiwayConfig::preset("tiny", Sharing::Shared).unwrap();
+    let (_vs, m) = build(&cfg, 1);
+    let bad = Tensor::zeros([1, 3, 16, 16], (Kind::Float, Device::Cpu));
+    assert!(
+        m.encode_image(&bad, false)
+            .unwrap_err()
+            .to_string()
+            .contains("pixels must be [B, 3, 32, 32]")
+    );
+    let ids = Tensor::from_slice(&[1i64, 9999]).unsqueeze(0);
+    let mask = ids.ones_like();
+    let err = m
+        .encode_text(
+            &TextBatch {
+                ids: &ids,
+                mask: &mask,
+            },
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("token ids must be in [0, 512)"), "{err}");
+}
+
+#[test]
+fn vision_expert_merged_with_weight_one_reproduces_the_vision_path() {
+    use mmerge_merge::params::{ParamMap, ParamValue};
+    use mmerge_merge::plan::{KeyGroup, MergePlan};
+    let cfg = MultiwayConfig::preset("tiny", Sharing::AllSpecific).unwrap();
+    let (vs, m) = build(&cfg, 12);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("multiway");
+    io::save(&vs, &src, None, false).unwrap();
+    let ck = mmerge_core::Checkpoint::open(&src).unwrap();
+    let weight = |w: f64| ParamMap::from([("weight".to_string(), ParamValue::Number(w))]);
+    let groups: Vec<KeyGroup> = merge_map::expert_groups(ck.names().iter().map(String::as_str))
+        .into_iter()
+        .map(|g| KeyGroup {
+            out: g.out,
+            inputs: g
+                .inputs
+                .into_iter()
+                .map(|(e, k)| (0, k, weight(if e == Expert::Vision { 1.0 } else { 0.0 })))
+                .collect(),
+        })
+        .collect();
+    let plan = MergePlan::from_groups(
+        vec![ck],
+        mmerge_merge::MethodKind::Linear,
+        None,
+        &ParamMap::new(),
+        groups,
+        0,
+    )
+    .unwrap();
+    let mut opts = mmerge_merge::MergeOptions::new(tmp.path().join("shared"));
+    opts.copy_tokenizer = false;
+    mmerge_merge::run(&plan, "", &opts, &indicatif::ProgressBar::hidden()).unwrap();
+    let shared_cfg = MultiwayConfig {
+        sharing: Sharing::Shared,
+        ..cfg.clone()
+    };
+    let (mut vs2, m2) = build(&shared_cfg, 13);
+    io::load(&mut vs2, &tmp.path().join("shared")).unwrap();
+    let px = pixels(&cfg, 3, 14);
+    assert!(
+        m.encode_image(&px, false)
+            .unwrap()
+            .equal(&m2.encode_image(&px, false).unwrap())
+    );
+}
