@@ -205,12 +205,9 @@ impl MultiwayConfig {
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
             ("num_attention_heads", self.num_attention_heads),
-            ("image_size", self.image_size),
             ("patch_size", self.patch_size),
             ("num_channels", self.num_channels),
-            ("vocab_size", self.vocab_size),
             ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
             ("intermediate_size", self.intermediate_size()),
         ];
         for (name, v) in positive {
@@ -218,13 +215,28 @@ impl MultiwayConfig {
                 return Err(format!("`{name}` must be positive, got {v}"));
             }
         }
+        // 0 means "no such input" for these.
+        for (name, v) in [
+            ("image_size", self.image_size),
+            ("vocab_size", self.vocab_size),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if v < 0 {
+                return Err(format!("`{name}` must be 0 (none) or positive, got {v}"));
+            }
+        }
+        if !self.has_images() && !self.has_text() {
+            return Err(
+                "the model needs images (`image_size` > 0) or text (`vocab_size` > 0)".into(),
+            );
+        }
         if self.hidden_size % self.num_attention_heads != 0 {
             return Err(format!(
                 "`hidden_size` {} is not divisible by `num_attention_heads` {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.image_size % self.patch_size != 0 {
+        if self.has_images() && self.image_size % self.patch_size != 0 {
             return Err(format!(
                 "`image_size` {} is not divisible by `patch_size` {}",
                 self.image_size, self.patch_size
@@ -257,6 +269,16 @@ impl MultiwayConfig {
     pub fn intermediate_size(&self) -> i64 {
         self.intermediate_size
             .unwrap_or((self.hidden_size as f64 * self.mlp_ratio).round() as i64)
+    }
+
+    /// Whether the model takes images.
+    pub fn has_images(&self) -> bool {
+        self.image_size > 0
+    }
+
+    /// Whether the model takes text.
+    pub fn has_text(&self) -> bool {
+        self.vocab_size > 0
     }
 
     /// Patches per image.

@@ -186,16 +186,29 @@ impl Block {
     }
 }
 
-/// Patch, class-token, position, word and token-type embeddings.
+/// Patch, class-token and position embeddings of images.
 #[derive(Debug)]
-pub struct Embeddings {
+struct ImageEmbeddings {
     patch: nn::Conv2D,
     cls_token: Tensor,
     image_pos: Tensor,
+}
+
+/// Word and position embeddings of text, and their layer norm.
+#[derive(Debug)]
+struct TextEmbeddings {
     word: nn::Embedding,
     text_pos: nn::Embedding,
-    token_type: nn::Embedding,
     text_norm: nn::LayerNorm,
+}
+
+/// The embeddings. A model without images (`image_size: 0`) or without text (`vocab_size: 0`)
+/// has no variables for that modality; `type_vocab_size: 0` adds no token-type embedding.
+#[derive(Debug)]
+struct Embeddings {
+    image: Option<ImageEmbeddings>,
+    text: Option<TextEmbeddings>,
+    token_type: Option<nn::Embedding>,
 }
 
 impl Embeddings {
@@ -210,23 +223,29 @@ impl Embeddings {
             stdev: 0.02,
         };
         Embeddings {
-            patch: nn::conv2d(&p / "patch", cfg.num_channels, d, cfg.patch_size, conv),
-            cls_token: p.var("cls_token", &[1, 1, d], init),
-            image_pos: p.var("image_pos", &[1, cfg.num_patches() + 1, d], init),
-            word: nn::embedding(&p / "word", cfg.vocab_size, d, Default::default()),
-            text_pos: nn::embedding(
-                &p / "text_pos",
-                cfg.max_position_embeddings,
-                d,
-                Default::default(),
-            ),
-            token_type: nn::embedding(
-                &p / "token_type",
-                cfg.type_vocab_size,
-                d,
-                Default::default(),
-            ),
-            text_norm: layer_norm(&p / "text_norm", d, cfg.layer_norm_eps),
+            image: cfg.has_images().then(|| ImageEmbeddings {
+                patch: nn::conv2d(&p / "patch", cfg.num_channels, d, cfg.patch_size, conv),
+                cls_token: p.var("cls_token", &[1, 1, d], init),
+                image_pos: p.var("image_pos", &[1, cfg.num_patches() + 1, d], init),
+            }),
+            text: cfg.has_text().then(|| TextEmbeddings {
+                word: nn::embedding(&p / "word", cfg.vocab_size, d, Default::default()),
+                text_pos: nn::embedding(
+                    &p / "text_pos",
+                    cfg.max_position_embeddings,
+                    d,
+                    Default::default(),
+                ),
+                text_norm: layer_norm(&p / "text_norm", d, cfg.layer_norm_eps),
+            }),
+            token_type: (cfg.type_vocab_size > 0).then(|| {
+                nn::embedding(
+                    &p / "token_type",
+                    cfg.type_vocab_size,
+                    d,
+                    Default::default(),
+                )
+            }),
         }
     }
 }
@@ -270,6 +289,11 @@ impl MultiwayTransformer {
 
     fn check_pixels(&self, pixels: &Tensor) -> Result<()> {
         let c = &self.cfg;
+        if !c.has_images() {
+            return Err(ModelError::Input(
+                "this model has no image input (image_size 0)".into(),
+            ));
+        }
         let want = [c.num_channels, c.image_size, c.image_size];
         let s = pixels.size();
         if s.len() != 4 || s[1..] != want {
@@ -282,6 +306,11 @@ impl MultiwayTransformer {
     }
 
     fn check_text(&self, t: &TextBatch<'_>) -> Result<()> {
+        if !self.cfg.has_text() {
+            return Err(ModelError::Input(
+                "this model has no text input (vocab_size 0)".into(),
+            ));
+        }
         let s = t.ids.size();
         if s.len() != 2 || t.mask.size() != s {
             return Err(ModelError::Input(format!(
@@ -308,26 +337,33 @@ impl MultiwayTransformer {
     }
 
     /// Image tokens [B, 1 + N, D] before the encoder (token type `type_id`).
-    fn embed_image(&self, pixels: &Tensor, type_id: i64) -> Tensor {
-        let e = &self.embeddings;
+    fn embed_image(&self, pixels: &Tensor, type_id: i64) -> Result<Tensor> {
+        let Some(e) = &self.embeddings.image else {
+            return Err(ModelError::Input("this model has no image input".into()));
+        };
         let b = pixels.size()[0];
         let x = pixels.apply(&e.patch).flatten(2, 3).transpose(1, 2);
         let cls = e.cls_token.expand([b, 1, self.cfg.hidden_size], false);
-        let tt = Tensor::from(type_id)
-            .to_device(pixels.device())
-            .apply(&e.token_type);
-        Tensor::cat(&[cls, x], 1) + &e.image_pos + tt
+        let x = Tensor::cat(&[cls, x], 1) + &e.image_pos;
+        Ok(match &self.embeddings.token_type {
+            Some(tt) => x + Tensor::from(type_id).to_device(pixels.device()).apply(tt),
+            None => x,
+        })
     }
 
     /// Text tokens [B, T, D] before the encoder.
-    fn embed_text(&self, ids: &Tensor, train: bool) -> Tensor {
-        let e = &self.embeddings;
+    fn embed_text(&self, ids: &Tensor, train: bool) -> Result<Tensor> {
+        let Some(e) = &self.embeddings.text else {
+            return Err(ModelError::Input("this model has no text input".into()));
+        };
         let t = ids.size()[1];
         let pos = Tensor::arange(t, (Kind::Int64, ids.device())).apply(&e.text_pos);
-        let tt = ids.zeros_like().apply(&e.token_type);
-        (ids.apply(&e.word) + pos + tt)
-            .apply(&e.text_norm)
-            .dropout(self.cfg.hidden_dropout_prob, train)
+        let mut x = ids.apply(&e.word) + pos;
+        if let Some(tt) = &self.embeddings.token_type {
+            x += ids.zeros_like().apply(tt);
+        }
+        Ok(x.apply(&e.text_norm)
+            .dropout(self.cfg.hidden_dropout_prob, train))
     }
 
     fn run(
@@ -359,14 +395,14 @@ impl MultiwayTransformer {
     /// Image only: [B, 1 + N, D] (the class token first), vision experts in every layer.
     pub fn encode_image(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
         self.check_pixels(pixels)?;
-        let x = self.embed_image(pixels, 1);
+        let x = self.embed_image(pixels, 1)?;
         Ok(self.finish(self.run(x, None, 0..self.layers.len(), Expert::Vision, train)))
     }
 
     /// Text only: [B, T, D], text experts in every layer; padded keys are masked out.
     pub fn encode_text(&self, text: &TextBatch<'_>, train: bool) -> Result<Tensor> {
         self.check_text(text)?;
-        let x = self.embed_text(text.ids, train);
+        let x = self.embed_text(text.ids, train)?;
         let m = Self::key_mask(text.mask);
         Ok(self.finish(self.run(x, Some(&m), 0..self.layers.len(), Expert::Text, train)))
     }
@@ -389,7 +425,7 @@ impl MultiwayTransformer {
                 text.ids.size()[0]
             )));
         }
-        if !(1..self.cfg.type_vocab_size).contains(&type_id) {
+        if self.cfg.type_vocab_size > 0 && !(1..self.cfg.type_vocab_size).contains(&type_id) {
             return Err(ModelError::Input(format!(
                 "image token type {type_id} is out of range"
             )));
@@ -397,14 +433,14 @@ impl MultiwayTransformer {
         let split = (self.cfg.num_hidden_layers - self.cfg.vl_layers) as usize;
         let tm = Self::key_mask(text.mask);
         let t = self.run(
-            self.embed_text(text.ids, train),
+            self.embed_text(text.ids, train)?,
             Some(&tm),
             0..split,
             Expert::Text,
             train,
         );
         let i = self.run(
-            self.embed_image(pixels, type_id),
+            self.embed_image(pixels, type_id)?,
             None,
             0..split,
             Expert::Vision,
@@ -467,10 +503,18 @@ pub fn parameter_count(cfg: &MultiwayConfig) -> i64 {
     }
     let c = cfg.num_channels;
     let pp = cfg.patch_size;
-    let embeddings = c * pp * pp * d + d // patch conv
-        + d + (cfg.num_patches() + 1) * d // class token, image positions
-        + (cfg.vocab_size + cfg.max_position_embeddings + cfg.type_vocab_size) * d
-        + 2 * d; // text norm
+    let image = if cfg.has_images() {
+        c * pp * pp * d + d // patch conv
+            + d + (cfg.num_patches() + 1) * d // class token, image positions
+    } else {
+        0
+    };
+    let text = if cfg.has_text() {
+        (cfg.vocab_size + cfg.max_position_embeddings) * d + 2 * d // + text norm
+    } else {
+        0
+    };
+    let embeddings = image + text + cfg.type_vocab_size * d;
     let norm = if cfg.pre_norm { 2 * d } else { 0 };
     blocks + embeddings + norm
 }
