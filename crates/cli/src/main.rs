@@ -2,6 +2,7 @@
 
 mod demo;
 mod doctor;
+mod encode;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,27 @@ enum Command {
         /// Where to put the generated models and the merge (default: a temporary folder).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Embeddings of sentences or images from a Hugging Face BERT, DINOv2 or ViT model.
+    Encode {
+        /// A model folder, or a hub id (org/name[@revision]) already in the local HF cache.
+        #[arg(long)]
+        model: String,
+        /// A text file, one sentence a line (text models).
+        #[arg(long)]
+        text: Option<PathBuf>,
+        /// A folder of .png/.jpg images, encoded in name order (image models).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// Output safetensors file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Image models: input size (position embeddings are interpolated); default: the config's.
+        #[arg(long)]
+        image_size: Option<i64>,
+        /// auto (CUDA when available), cpu or cuda.
+        #[arg(long, default_value = "auto")]
+        device: String,
     },
     /// List the merge methods.
     Methods,
@@ -162,6 +184,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo { dir } => demo::run(dir)?,
+        Command::Encode {
+            model,
+            text,
+            images,
+            out,
+            image_size,
+            device,
+        } => encode::run(
+            &model,
+            text.as_deref(),
+            images.as_deref(),
+            &out,
+            image_size,
+            &device,
+        )?,
         Command::Methods => {
             for name in mmerge_merge::MethodKind::NAMES {
                 let k = mmerge_merge::MethodKind::from_name(name).context("method table")?;

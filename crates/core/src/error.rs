@@ -28,6 +28,12 @@ pub enum CoreError {
          model.safetensors or model.safetensors.index.json)"
     )]
     NotACheckpoint { path: PathBuf },
+    /// A hub id that is not in the local Hugging Face cache (nothing is ever downloaded).
+    #[error(
+        "`{model}` is neither a path nor a model in the local hub cache {cache}; mmerge never \
+         downloads, so put it there first (or give a folder)"
+    )]
+    NotInHubCache { model: String, cache: PathBuf },
     /// A tensor that was asked for is not in the checkpoint.
     #[error("{path}: tensor `{name}` not found")]
     MissingTensor { path: PathBuf, name: String },

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod dtype;
 pub mod error;
 pub mod header;
+pub mod hub;
 pub mod keys;
 pub mod select;
 pub mod writer;

@@ -282,9 +282,65 @@ impl Drop for CheckpointWriter {
     }
 }
 
+/// Writes one safetensors file atomically (a sibling temporary file, then a rename), with
+/// the given tensors as (name, dtype, shape, little-endian bytes).
+pub fn write_file(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Result<()> {
+    let entries: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, _)| (n.clone(), *d, s.clone()))
+        .collect();
+    for (n, d, s, b) in tensors {
+        if b.len() != s.iter().product::<usize>() * d.size() {
+            return Err(CoreError::BadWrite {
+                name: n.clone(),
+                reason: format!("{} bytes do not fit {d} {s:?}", b.len()),
+            });
+        }
+    }
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let (head, _, _) = header::serialize(&entries, Some(&meta));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.mmerge-tmp-{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(File::create(&tmp)?);
+        std::io::Write::write_all(&mut f, &head)?;
+        for (_, _, _, b) in tensors {
+            std::io::Write::write_all(&mut f, b)?;
+        }
+        std::io::Write::flush(&mut f)?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CoreError::io(path, e)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_file_round_trips() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("x.safetensors");
+        let vals = [1.5f32, -2.0];
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        write_file(&p, &[("a".into(), Dtype::F32, vec![2], bytes)]).unwrap();
+        assert_eq!(
+            crate::Checkpoint::open(&p).unwrap().read_f32("a").unwrap(),
+            vals
+        );
+        let err = write_file(&p, &[("a".into(), Dtype::F32, vec![3], vec![0; 4])]).unwrap_err();
+        assert!(
+            err.to_string().contains("4 bytes do not fit F32 [3]"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn dropped_writer_leaves_nothing_and_existing_output_is_refused() {

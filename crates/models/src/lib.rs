@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod error;
+pub mod heads;
 pub mod hf;
 pub mod io;
 pub mod merge_map;
