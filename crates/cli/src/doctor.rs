@@ -92,12 +92,13 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// The libtorch_cpu.so mapped into this process (Linux: from /proc/self/maps).
-fn loaded_libtorch() -> Option<PathBuf> {
+/// The shared library `file_name` as mapped into this process (Linux: from
+/// /proc/self/maps, so symlinks are resolved).
+fn loaded_library(file_name: &str) -> Option<PathBuf> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| path.ends_with("/libtorch_cpu.so"))
+        .find(|path| Path::new(path).file_name().is_some_and(|f| f == file_name))
         .map(PathBuf::from)
 }
 
@@ -148,7 +149,7 @@ pub fn report() -> Result<String> {
     writeln!(w, "mmerge {} doctor", env!("CARGO_PKG_VERSION"))?;
     let built_against = option_env!("MMERGE_LIBTORCH_LIB").unwrap_or("(unknown)");
     writeln!(w, "  libtorch linked at build: {built_against}")?;
-    match loaded_libtorch() {
+    match loaded_library("libtorch_cpu.so") {
         Some(lib) => {
             writeln!(w, "  libtorch loaded from:     {}", lib.display())?;
             match libtorch_version(&lib) {
@@ -178,15 +179,23 @@ pub fn report() -> Result<String> {
     }
 
     let yes_no = |b: bool| if b { "yes" } else { "no" };
-    let built_with_cuda = tch::utils::has_cuda();
     writeln!(
         w,
-        "  built with: CUDA {}, MKL {}, oneDNN {}, OpenMP {}",
-        yes_no(built_with_cuda),
+        "  CPU kernels:              MKL {}, oneDNN {}, OpenMP {}",
         yes_no(tch::utils::has_mkl()),
         yes_no(tch::utils::has_mkldnn()),
         yes_no(tch::utils::has_openmp()),
     )?;
+    // at::hasCUDA() (tch::utils::has_cuda) is false on a CUDA build without a
+    // GPU, so ask the loader whether the CUDA backend is in the process.
+    let cuda_backend = loaded_library("libtorch_cuda.so");
+    match &cuda_backend {
+        Some(lib) => writeln!(w, "  CUDA backend:             linked ({})", lib.display())?,
+        None => writeln!(
+            w,
+            "  CUDA backend:             not linked: CPU-only build (GPUs need scripts/setup-libtorch --cuda)"
+        )?,
+    }
     let cuda = Cuda::is_available();
     let devices = Cuda::device_count();
     write!(
@@ -196,11 +205,8 @@ pub fn report() -> Result<String> {
     )?;
     if cuda {
         write!(w, ", cuDNN {}", yes_no(Cuda::cudnn_is_available()))?;
-    } else if !built_with_cuda {
-        write!(
-            w,
-            "; this is a CPU-only libtorch build (see scripts/setup-libtorch --cuda)"
-        )?;
+    } else if cuda_backend.is_some() {
+        write!(w, "; no GPU, or no driver for CUDA 13 (nvidia-smi?)")?;
     }
     writeln!(w)?;
     writeln!(
@@ -259,6 +265,7 @@ mod tests {
         let report = report()?;
         for needle in [
             "libtorch version",
+            "CUDA backend",
             "CUDA available",
             "torch threads",
             "matmul on Cpu: ok",

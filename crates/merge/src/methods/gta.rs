@@ -152,38 +152,52 @@ impl Gta {
         rules: &[InputRule],
         out: &mut [f32],
     ) {
-        let mut taus: Vec<Vec<f64>> = vec![vec![0f64; out.len()]; inputs.len()];
-        for (i, (x, tau)) in inputs.iter().zip(&mut taus).enumerate() {
-            self.sparsified(i, first, base, x, &rules[i], tau);
+        // Struct-of-arrays passes over the chunk (input by input, element by element), so the
+        // inner loops are branch-free and vectorise; per element, inputs are still summed in
+        // input order, as the oracle does.
+        let len = out.len();
+        let mut tau = vec![0f64; len];
+        let mut wds: Vec<Vec<f64>> = Vec::with_capacity(inputs.len());
+        let mut total = vec![0f64; len];
+        for (i, x) in inputs.iter().enumerate() {
+            self.sparsified(i, first, base, x, &rules[i], &mut tau);
             let s = rules[i].scale * self.weights[i];
-            tau.iter_mut().for_each(|t| *t *= s);
+            let wd: Vec<f64> = tau.iter().map(|t| t * s).collect();
+            total.iter_mut().zip(&wd).for_each(|(a, v)| *a += v);
+            wds.push(wd);
         }
-        for (j, o) in out.iter_mut().enumerate() {
-            let wd = taus.iter().map(|t| t[j]);
-            let (mixed, divisor) = if self.elect_sign {
-                let gamma = if wd.clone().sum::<f64>() >= 0.0 {
-                    1.0
-                } else {
-                    -1.0
-                };
-                let (mut mixed, mut divisor) = (0.0, 0.0);
-                for (v, w) in wd.zip(&self.weights) {
-                    if v != 0.0 && v.signum() == gamma {
-                        mixed += v;
-                        divisor += w;
-                    }
+        let (mixed, divisor) = if self.elect_sign {
+            // γ = +1 where the sum is ≥ 0; an entry agrees when v·γ > 0 (zeros never do).
+            let gamma: Vec<f64> = total
+                .iter()
+                .map(|t| if *t >= 0.0 { 1.0 } else { -1.0 })
+                .collect();
+            let mut mixed = vec![0f64; len];
+            let mut divisor = vec![0f64; len];
+            for (wd, w) in wds.iter().zip(&self.weights) {
+                for j in 0..len {
+                    let agree = wd[j] * gamma[j] > 0.0;
+                    mixed[j] += if agree { wd[j] } else { 0.0 };
+                    divisor[j] += if agree { *w } else { 0.0 };
                 }
-                (mixed, if divisor == 0.0 { 1.0 } else { divisor })
-            } else {
-                let divisor: f64 = self.weights.iter().sum();
-                (wd.sum(), if divisor.abs() < 1e-8 { 1.0 } else { divisor })
-            };
+            }
+            divisor.iter_mut().for_each(|d| {
+                if *d == 0.0 {
+                    *d = 1.0
+                }
+            });
+            (mixed, divisor)
+        } else {
+            let d: f64 = self.weights.iter().sum();
+            (total, vec![if d.abs() < 1e-8 { 1.0 } else { d }; len])
+        };
+        for j in 0..len {
             let delta = if self.normalize {
-                mixed / divisor
+                mixed[j] / divisor[j]
             } else {
-                mixed
+                mixed[j]
             };
-            *o = (f64::from(base[j]) + self.lambda * delta) as f32;
+            out[j] = (f64::from(base[j]) + self.lambda * delta) as f32;
         }
     }
 }
