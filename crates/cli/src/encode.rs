@@ -18,8 +18,6 @@ use mmerge_models::hf::{self, HfConfig, HfKind};
 use mmerge_models::{MultiwayTransformer, TextBatch};
 use tch::{Device, Kind, Tensor, nn};
 
-const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-const STD: [f32; 3] = [0.229, 0.224, 0.225];
 const BATCH: usize = 32;
 
 /// Where to run: `auto` (CUDA when available), `cpu`, `cuda`.
@@ -80,15 +78,11 @@ pub fn load_image(path: &Path, size: u32) -> anyhow::Result<Tensor> {
     } else {
         image::imageops::resize(&img, size, size, image::imageops::FilterType::Triangle)
     };
-    let raw: Vec<f32> = img
-        .into_raw()
-        .into_iter()
-        .map(|v| f32::from(v) / 255.0)
-        .collect();
-    let x = Tensor::from_slice(&raw)
-        .view([i64::from(size), i64::from(size), 3])
-        .permute([2, 0, 1]);
-    Ok((x - Tensor::from_slice(&MEAN).view([3, 1, 1])) / Tensor::from_slice(&STD).view([3, 1, 1]))
+    Ok(hf::pixels_from_rgb(
+        &img.into_raw(),
+        i64::from(size),
+        i64::from(size),
+    ))
 }
 
 fn to_bytes(t: &Tensor) -> anyhow::Result<(Vec<usize>, Vec<u8>, Dtype)> {

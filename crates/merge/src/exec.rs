@@ -25,10 +25,15 @@ use crate::plan::{Group, MergePlan, Source};
 /// how many threads run.
 pub const CHUNK: usize = 1 << 16;
 
+/// Elements of chunk `c` of a tensor of `numel` elements.
+fn chunk_range(c: usize, numel: usize) -> Range<usize> {
+    c * CHUNK..((c + 1) * CHUNK).min(numel)
+}
+
 fn chunks(numel: usize) -> impl IndexedParallelIterator<Item = Range<usize>> {
     (0..numel.div_ceil(CHUNK))
         .into_par_iter()
-        .map(move |c| c * CHUNK..((c + 1) * CHUNK).min(numel))
+        .map(move |c| chunk_range(c, numel))
 }
 
 struct Ctx<'a> {
@@ -186,18 +191,27 @@ impl Exec<'_> {
             .collect();
         let mut sels: Vec<RadixSelect> = active.iter().map(|&i| RadixSelect::new(ks[i])).collect();
         while sels.iter().any(|s| s.pass() != Pass::Done) {
-            let fork = || sels.iter().map(RadixSelect::fork).collect::<Vec<_>>();
-            let parts = chunks(numel)
-                .try_fold(fork, |mut f, r| {
-                    for (s, m) in f.iter_mut().zip(self.magnitudes(&active, &r)?) {
-                        s.observe(&m);
+            // One histogram set per worker over a contiguous run of chunks: memory is bounded
+            // by the thread count, and integer counts merge to the same result in any order.
+            let workers = rayon::current_num_threads().max(1);
+            let per = n_chunks.div_ceil(workers);
+            let worker_parts = (0..workers)
+                .into_par_iter()
+                .map(|w| {
+                    let mut f: Vec<RadixSelect> = sels.iter().map(RadixSelect::fork).collect();
+                    for c in (w * per)..((w + 1) * per).min(n_chunks) {
+                        let r = chunk_range(c, numel);
+                        for (s, m) in f.iter_mut().zip(self.magnitudes(&active, &r)?) {
+                            s.observe(&m);
+                        }
                     }
-                    Ok::<_, MergeError>(f)
+                    Ok(f)
                 })
-                .try_reduce(fork, |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| x.merge(y));
-                    Ok(a)
-                })?;
+                .collect::<Result<Vec<_>>>()?;
+            let mut parts: Vec<RadixSelect> = sels.iter().map(RadixSelect::fork).collect();
+            for wp in &worker_parts {
+                parts.iter_mut().zip(wp).for_each(|(a, b)| a.merge(b));
+            }
             for (s, p) in sels.iter_mut().zip(&parts) {
                 s.merge(p);
                 s.end_pass();

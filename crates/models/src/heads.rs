@@ -12,17 +12,7 @@
 use tch::{Kind, Reduction, Tensor, nn};
 
 use crate::config::MultiwayConfig;
-
-fn ln(p: nn::Path<'_>, d: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(
-        p,
-        vec![d],
-        nn::LayerNormConfig {
-            eps,
-            ..Default::default()
-        },
-    )
-}
+use crate::multiway::layer_norm as ln;
 
 /// Masked language modelling: dense, GELU, layer norm, decoder to the vocabulary (BERT style).
 #[derive(Debug)]

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use mmerge_core::{Checkpoint, CheckpointWriter, Dtype, OutputTensor};
+use mmerge_core::Checkpoint;
 use serde_json::Value;
 use tch::{Kind, Tensor, nn};
 
@@ -154,6 +154,23 @@ impl HfConfig {
             .map_err(|m| cfg_err(Path::new("config.json"), m))?;
         Ok(cfg)
     }
+}
+
+/// ImageNet channel means and standard deviations, the normalisation of the ViT and DINOv2
+/// image processors.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// See [`IMAGENET_MEAN`].
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Pixels [3, H, W] from interleaved RGB bytes (H × W × 3): scaled to [0, 1], then normalised
+/// with the ImageNet mean and standard deviation, as the Hugging Face image processors do.
+pub fn pixels_from_rgb(rgb: &[u8], height: i64, width: i64) -> Tensor {
+    let raw: Vec<f32> = rgb.iter().map(|v| f32::from(*v) / 255.0).collect();
+    let x = Tensor::from_slice(&raw)
+        .view([height, width, 3])
+        .permute([2, 0, 1]);
+    (x - Tensor::from_slice(&IMAGENET_MEAN).view([3, 1, 1]))
+        / Tensor::from_slice(&IMAGENET_STD).view([3, 1, 1])
 }
 
 /// How a Hugging Face tensor becomes ours.
@@ -425,37 +442,12 @@ pub fn export(
             Tensor::zeros([1, cfg.hidden_size], (Kind::Float, tch::Device::Cpu)),
         );
     }
-    let outs: Vec<OutputTensor> = tensors
-        .iter()
-        .map(|(k, t)| {
-            OutputTensor::new(
-                k.clone(),
-                Dtype::F32,
-                t.size().iter().map(|&d| d as usize).collect(),
-            )
-        })
-        .collect();
-    let w = CheckpointWriter::create(out, &outs, 5_000_000_000, force)?;
-    for (k, t) in &tensors {
-        let flat = t
-            .to_kind(Kind::Float)
-            .to_device(tch::Device::Cpu)
-            .contiguous()
-            .view([-1]);
-        w.write_f32(k, 0, &Vec::<f32>::try_from(&flat)?)?;
-    }
     let mut json = hf.json.clone();
     if hf.kind.is_vision() {
         // The exported positions are on the model's grid.
         json["image_size"] = Value::from(cfg.image_size);
     }
     json["model_type"] = Value::from(hf.kind.model_type());
-    w.write_file(
-        "config.json",
-        serde_json::to_string_pretty(&json)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    w.finish()?;
-    Ok(())
+    let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+    crate::io::write_folder(out, &tensors, Some(&text), force)
 }

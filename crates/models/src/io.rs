@@ -2,6 +2,7 @@
 //! writer: a load checks every key and shape first and reports all problems at once (missing,
 //! unexpected, mis-shaped keys), so nothing is half-loaded.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use mmerge_core::{Checkpoint, CheckpointWriter, Dtype, OutputTensor};
@@ -13,28 +14,32 @@ use crate::error::{ModelError, Result, ShapeMismatch};
 /// folder `out`, with `config_json` as `config.json`. Atomic: nothing exists at `out` until
 /// the write is complete. Refuses an existing `out` unless `force`.
 pub fn save(vs: &nn::VarStore, out: &Path, config_json: Option<&str>, force: bool) -> Result<()> {
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let outs: Vec<OutputTensor> = vars
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    write_folder(out, &vars, config_json, force)
+}
+
+/// Writes named tensors as F32 safetensors into the folder `out` (atomically, see
+/// [`save`]), with `config_json` as `config.json`.
+pub fn write_folder(
+    out: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    config_json: Option<&str>,
+    force: bool,
+) -> Result<()> {
+    let shape = |t: &Tensor| t.size().iter().map(|&d| d as usize).collect();
+    let outs: Vec<OutputTensor> = tensors
         .iter()
-        .map(|(n, t)| {
-            OutputTensor::new(
-                n.clone(),
-                Dtype::F32,
-                t.size().iter().map(|&d| d as usize).collect(),
-            )
-        })
+        .map(|(n, t)| OutputTensor::new(n.clone(), Dtype::F32, shape(t)))
         .collect();
     let w = CheckpointWriter::create(out, &outs, 5_000_000_000, force)?;
-    for (name, t) in &vars {
+    for (name, t) in tensors {
         let flat = t
             .detach()
             .to_kind(Kind::Float)
             .to_device(tch::Device::Cpu)
             .contiguous()
             .view([-1]);
-        let values: Vec<f32> = Vec::<f32>::try_from(&flat)?;
-        w.write_f32(name, 0, &values)?;
+        w.write_f32(name, 0, &Vec::<f32>::try_from(&flat)?)?;
     }
     if let Some(c) = config_json {
         w.write_file("config.json", c.as_bytes())?;

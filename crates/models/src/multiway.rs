@@ -21,7 +21,8 @@ use tch::{Kind, Tensor};
 use crate::config::{Expert, MultiwayConfig, Part, Sharing};
 use crate::error::{ModelError, Result};
 
-fn layer_norm(p: nn::Path<'_>, d: i64, eps: f64) -> nn::LayerNorm {
+/// A layer norm over the last dimension `d`.
+pub(crate) fn layer_norm(p: nn::Path<'_>, d: i64, eps: f64) -> nn::LayerNorm {
     nn::layer_norm(
         p,
         vec![d],

@@ -104,17 +104,7 @@ fn minilm_matches_transformers() {
 fn read_png(path: &Path) -> Tensor {
     let img = image::open(path).unwrap().to_rgb8();
     let (w, h) = img.dimensions();
-    let raw: Vec<f32> = img
-        .into_raw()
-        .into_iter()
-        .map(|v| f32::from(v) / 255.0)
-        .collect();
-    let x = Tensor::from_slice(&raw)
-        .view([h as i64, w as i64, 3])
-        .permute([2, 0, 1]);
-    let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([3, 1, 1]);
-    let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([3, 1, 1]);
-    (x - mean) / std
+    hf::pixels_from_rgb(&img.into_raw(), i64::from(h), i64::from(w))
 }
 
 #[test]

@@ -200,12 +200,14 @@ fn padding_never_changes_real_tokens() {
             .unwrap();
         for (row, len) in [(0i64, 4i64), (1, 7)] {
             let real = |x: &Tensor| x.get(row).narrow(0, 0, len);
+            // float32 reductions over other lengths may differ in the last bits; a padded
+            // token leaking in would move outputs by orders of magnitude more.
             assert!(
-                real(&a).allclose(&real(&b), 1e-6, 1e-6, false),
+                real(&a).allclose(&real(&b), 1e-5, 1e-5, false),
                 "{sharing:?} row {row}"
             );
             assert!(
-                real(&a).allclose(&real(&c), 1e-6, 1e-6, false),
+                real(&a).allclose(&real(&c), 1e-5, 1e-5, false),
                 "{sharing:?} row {row} short"
             );
         }
@@ -225,7 +227,7 @@ fn padding_never_changes_real_tokens() {
             .unwrap();
         let n_img = cfg.num_patches() + 1;
         let img = |x: &Tensor| x.narrow(1, 10, n_img);
-        assert!(img(&fa).allclose(&img(&fb), 1e-6, 1e-6, false));
+        assert!(img(&fa).allclose(&img(&fb), 1e-5, 1e-5, false));
     }
 }
 
@@ -245,12 +247,12 @@ fn no_cross_modal_attention_below_the_vl_layers() {
     assert!(
         fused
             .narrow(1, 0, 8)
-            .allclose(&m.encode_text(&tb, false).unwrap(), 1e-6, 1e-6, false)
+            .allclose(&m.encode_text(&tb, false).unwrap(), 1e-5, 1e-5, false)
     );
     assert!(fused.narrow(1, 8, cfg.num_patches() + 1).allclose(
         &m.encode_image(&px, false).unwrap(),
-        1e-6,
-        1e-6,
+        1e-5,
+        1e-5,
         false
     ));
     // With a VL layer, changing the text changes the image tokens: the modalities meet there.
