@@ -36,28 +36,49 @@ fn chunks(numel: usize) -> impl IndexedParallelIterator<Item = Range<usize>> {
         .map(move |c| chunk_range(c, numel))
 }
 
+/// Input bytes of one tensor (all its inputs together) that may stay resident between the
+/// passes over it. Larger tensors release every chunk after each pass and fault it back in on
+/// the next: memory stays bounded whatever the model, at the price of page faults.
+pub const RESIDENT_BUDGET: usize = 512 << 20;
+
+/// Whether a read is a statistics pass (more passes follow) or the last pass over a chunk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Read {
+    Stats,
+    Last,
+}
+
 struct Ctx<'a> {
     plan: &'a MergePlan,
     group: &'a Group,
+    /// Release chunks after statistics passes too (the tensor exceeds [`RESIDENT_BUDGET`]).
+    release_stats: bool,
 }
 
 impl Ctx<'_> {
-    fn read(&self, s: &Source, r: &Range<usize>) -> Result<Vec<f32>> {
+    fn read(&self, s: &Source, r: &Range<usize>, when: Read) -> Result<Vec<f32>> {
         let mut buf = vec![0f32; r.len()];
         let model = &self.plan.models[s.model];
         model.read_f32_into(&s.key, r.clone(), &mut buf)?;
-        // Keep the resident set at a few chunks, however large the tensor.
-        model.release_range(&s.key, r.clone());
+        // Keep the resident set small, however large the tensor; but do not make later
+        // passes fault the pages back in when the tensor fits the budget.
+        if when == Read::Last || self.release_stats {
+            model.release_range(&s.key, r.clone());
+        }
         Ok(buf)
     }
 
     fn read_inputs(&self, r: &Range<usize>) -> Result<Vec<Vec<f32>>> {
-        self.group.inputs.iter().map(|s| self.read(s, r)).collect()
+        self.group
+            .inputs
+            .iter()
+            .map(|s| self.read(s, r, Read::Last))
+            .collect()
     }
 
-    fn read_base(&self, r: &Range<usize>) -> Result<Vec<f32>> {
+    fn read_base(&self, r: &Range<usize>, when: Read) -> Result<Vec<f32>> {
         match &self.group.base {
-            Some(b) => self.read(b, r),
+            Some(b) => self.read(b, r, when),
             None => Err(MergeError::Param {
                 name: "base_model".into(),
                 key: self.group.out.name.clone(),
@@ -71,7 +92,11 @@ impl Ctx<'_> {
 pub fn execute(plan: &MergePlan, writer: &CheckpointWriter, progress: &ProgressBar) -> Result<()> {
     for group in &plan.groups {
         let exec = Exec {
-            ctx: Ctx { plan, group },
+            ctx: Ctx {
+                plan,
+                group,
+                release_stats: plan.group_input_bytes(group) > RESIDENT_BUDGET,
+            },
             writer,
         };
         exec.run()?;
@@ -124,7 +149,7 @@ impl Exec<'_> {
                 self.write(r.start, &out)
             }),
             Some(Kernel::Passthrough(k)) => chunks(self.numel()).try_for_each(|r| {
-                let x = self.ctx.read(&g.inputs[0], &r)?;
+                let x = self.ctx.read(&g.inputs[0], &r, Read::Last)?;
                 let mut out = vec![0f32; r.len()];
                 k.chunk(&x, &mut out);
                 self.write(r.start, &out)
@@ -139,7 +164,10 @@ impl Exec<'_> {
         let stats = chunks(self.numel())
             .map(|r| {
                 let mut s = SlerpStats::default();
-                s.add(&self.ctx.read_base(&r)?, &self.ctx.read(&g.inputs[0], &r)?);
+                s.add(
+                    &self.ctx.read_base(&r, Read::Stats)?,
+                    &self.ctx.read(&g.inputs[0], &r, Read::Stats)?,
+                );
                 Ok::<_, MergeError>(s)
             })
             .collect::<Result<Vec<_>>>()?
@@ -148,8 +176,8 @@ impl Exec<'_> {
             .fold(SlerpStats::default(), SlerpStats::merge);
         let coef = k.coefficients(stats);
         chunks(self.numel()).try_for_each(|r| {
-            let v0 = self.ctx.read_base(&r)?;
-            let v1 = self.ctx.read(&g.inputs[0], &r)?;
+            let v0 = self.ctx.read_base(&r, Read::Last)?;
+            let v1 = self.ctx.read(&g.inputs[0], &r, Read::Last)?;
             let mut out = vec![0f32; r.len()];
             Slerp::chunk(coef, &v0, &v1, &mut out);
             self.write(r.start, &out)
@@ -159,11 +187,11 @@ impl Exec<'_> {
     /// |input − base| of a chunk for each input in `which`, as f32 (the ranking TIES trims by);
     /// the base chunk is read once for all of them.
     fn magnitudes(&self, which: &[usize], r: &Range<usize>) -> Result<Vec<Vec<f32>>> {
-        let b = self.ctx.read_base(r)?;
+        let b = self.ctx.read_base(r, Read::Stats)?;
         which
             .iter()
             .map(|&i| {
-                let mut x = self.ctx.read(&self.ctx.group.inputs[i], r)?;
+                let mut x = self.ctx.read(&self.ctx.group.inputs[i], r, Read::Stats)?;
                 for (v, b) in x.iter_mut().zip(&b) {
                     *v = (*v - b).abs();
                 }
@@ -282,8 +310,8 @@ impl Exec<'_> {
                 let (full, kept) = chunks(self.numel())
                     .enumerate()
                     .map(|(c, range)| {
-                        let base = self.ctx.read_base(&range)?;
-                        let x = self.ctx.read(&g.inputs[i], &range)?;
+                        let base = self.ctx.read_base(&range, Read::Stats)?;
+                        let x = self.ctx.read(&g.inputs[i], &range, Read::Stats)?;
                         let mut tau = vec![0f64; range.len()];
                         Ok::<_, MergeError>(k.sparsified(
                             i,
@@ -304,7 +332,7 @@ impl Exec<'_> {
             rules.push(r);
         }
         chunks(self.numel()).enumerate().try_for_each(|(c, r)| {
-            let base = self.ctx.read_base(&r)?;
+            let base = self.ctx.read_base(&r, Read::Last)?;
             let inputs = self.ctx.read_inputs(&r)?;
             let chunk_rules: Vec<InputRule> = rules.iter().map(|v| v[c]).collect();
             let mut out = vec![0f32; r.len()];

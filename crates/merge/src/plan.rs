@@ -286,9 +286,15 @@ impl MergePlan {
 
     /// Bytes of tensor data the merge reads (every input and base, once per group).
     pub fn input_bytes(&self) -> usize {
-        self.groups
+        self.groups.iter().map(|g| self.group_input_bytes(g)).sum()
+    }
+
+    /// Bytes of tensor data of one group's inputs and base.
+    pub fn group_input_bytes(&self, group: &Group) -> usize {
+        group
+            .inputs
             .iter()
-            .flat_map(|g| g.inputs.iter().chain(&g.base))
+            .chain(&group.base)
             .filter_map(|s| self.models[s.model].bytes(&s.key).ok().map(<[u8]>::len))
             .sum()
     }
