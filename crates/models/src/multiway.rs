@@ -89,11 +89,9 @@ impl Ffn {
         }
     }
 
-    fn forward(&self, x: &Tensor, dropout: f64, train: bool) -> Tensor {
-        x.apply(&self.fc1)
-            .gelu("none")
-            .dropout(dropout, train)
-            .apply(&self.fc2)
+    /// No dropout inside: as in BERT and ViT, the block drops the FFN's output.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.apply(&self.fc1).gelu("none").apply(&self.fc2)
     }
 }
 
@@ -173,7 +171,7 @@ impl Block {
                 attn.forward(&x.apply(n1), mask, train).dropout(drop, train),
                 &self.gamma1,
             );
-            let f = ffn.forward(&h.apply(n2), drop, train).dropout(drop, train);
+            let f = ffn.forward(&h.apply(n2)).dropout(drop, train);
             &h + scale(f, &self.gamma2)
         } else {
             let h = (x + scale(
@@ -181,7 +179,7 @@ impl Block {
                 &self.gamma1,
             ))
             .apply(n1);
-            let f = ffn.forward(&h, drop, train).dropout(drop, train);
+            let f = ffn.forward(&h).dropout(drop, train);
             (&h + scale(f, &self.gamma2)).apply(n2)
         }
     }
@@ -388,9 +386,15 @@ impl MultiwayTransformer {
         }
     }
 
-    fn key_mask(mask: &Tensor) -> Tensor {
+    /// The attention mask [B, 1, 1, T] of a [B, T] padding mask, or none when nothing is
+    /// padded (attention then takes libtorch's fastest kernel, as transformers arranges too).
+    fn key_mask(mask: &Tensor) -> Option<Tensor> {
+        let keep = mask.ne(0);
+        if keep.all().int64_value(&[]) == 1 {
+            return None;
+        }
         let s = mask.size();
-        mask.ne(0).view([s[0], 1, 1, s[1]])
+        Some(keep.view([s[0], 1, 1, s[1]]))
     }
 
     /// Image only: [B, 1 + N, D] (the class token first), vision experts in every layer.
@@ -405,7 +409,7 @@ impl MultiwayTransformer {
         self.check_text(text)?;
         let x = self.embed_text(text.ids, train)?;
         let m = Self::key_mask(text.mask);
-        Ok(self.finish(self.run(x, Some(&m), 0..self.layers.len(), Expert::Text, train)))
+        Ok(self.finish(self.run(x, m.as_ref(), 0..self.layers.len(), Expert::Text, train)))
     }
 
     /// Image and text fused: [B, T + 1 + N, D] as `[text; image]`, and the key mask [B, T+1+N]
@@ -435,7 +439,7 @@ impl MultiwayTransformer {
         let tm = Self::key_mask(text.mask);
         let t = self.run(
             self.embed_text(text.ids, train)?,
-            Some(&tm),
+            tm.as_ref(),
             0..split,
             Expert::Text,
             train,
@@ -458,7 +462,7 @@ impl MultiwayTransformer {
         );
         let x = Tensor::cat(&[t, i], 1);
         let km = Self::key_mask(&mask);
-        let x = self.run(x, Some(&km), split..self.layers.len(), Expert::Vl, train);
+        let x = self.run(x, km.as_ref(), split..self.layers.len(), Expert::Vl, train);
         Ok((self.finish(x), mask))
     }
 
