@@ -60,10 +60,18 @@ impl Attention {
     /// `x` [B, T, D]; `mask` bool [B, 1, 1, T], true where a key may be attended to.
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
         let (b, t, d) = (x.size()[0], x.size()[1], x.size()[2]);
-        let split = |y: Tensor| y.view([b, t, self.heads, d / self.heads]).transpose(1, 2);
-        let q = split(x.apply(&self.q));
-        let k = split(x.apply(&self.k));
-        let v = split(x.apply(&self.v));
+        // One [D, 3D] projection instead of three [D, D] ones: larger matrix products run
+        // faster on CPU. The parameters stay separate (q, k, v keys, as in Hugging Face).
+        let w = Tensor::cat(&[&self.q.ws, &self.k.ws, &self.v.ws], 0);
+        let bias = match (&self.q.bs, &self.k.bs, &self.v.bs) {
+            (Some(a), Some(b2), Some(c)) => Some(Tensor::cat(&[a, b2, c], 0)),
+            _ => None,
+        };
+        let qkv = x
+            .linear(&w, bias.as_ref())
+            .view([b, t, 3, self.heads, d / self.heads]);
+        let qkv = qkv.permute([2, 0, 3, 1, 4]);
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let p = if train { self.dropout } else { 0.0 };
         let y =
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, false, None::<f64>, false);
