@@ -13,10 +13,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn weights(name: &str) -> PathBuf {
-    let cache = std::env::var_os("MMERGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/mmerge"));
-    let dir = cache.join("weights").join(name);
+    let dir = mmerge_models::hf::fetched_weights(name);
     assert!(
         dir.is_dir(),
         "{} is missing: run scripts/fetch-weights",
