@@ -236,14 +236,10 @@ impl Exec<'_> {
                     Ok(f)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let mut parts: Vec<RadixSelect> = sels.iter().map(RadixSelect::fork).collect();
             for wp in &worker_parts {
-                parts.iter_mut().zip(wp).for_each(|(a, b)| a.merge(b));
+                sels.iter_mut().zip(wp).for_each(|(a, b)| a.merge(b));
             }
-            for (s, p) in sels.iter_mut().zip(&parts) {
-                s.merge(p);
-                s.end_pass();
-            }
+            sels.iter_mut().for_each(RadixSelect::end_pass);
         }
         // Entries equal to the threshold that must partly go are kept lowest index first:
         // each chunk gets its share, from a count of equal entries per chunk.

@@ -173,7 +173,7 @@ impl MergePlan {
                     .collect();
                 (jobs, None)
             }
-            (None, Some(slices)) => slice_jobs(cfg, slices, &models, &index, base, &cfg_err)?,
+            (None, Some(slices)) => slice_jobs(slices, &models, &index, base, &cfg_err)?,
             (None, None) => return Err(cfg_err("merge_method", "no models or slices".into())),
         };
 
@@ -355,7 +355,6 @@ fn check_param_names(
 }
 
 fn slice_jobs<'a>(
-    cfg: &'a MergeConfig,
     slices: &'a [crate::config::OutputSlice],
     models: &[Checkpoint],
     index: &HashMap<&str, usize>,
@@ -383,7 +382,6 @@ fn slice_jobs<'a>(
             .find(|s| Some(index[s.model.as_str()]) == slice_base)
             .unwrap_or(&slice.sources[0]);
         let ref_model = &models[index[reference.model.as_str()]];
-        let ref_layers = keys::layer_count(ref_model.names().iter().map(String::as_str));
         for s in &slice.sources {
             let have = keys::layer_count(
                 models[index[s.model.as_str()]]
@@ -401,7 +399,6 @@ fn slice_jobs<'a>(
                 ));
             }
         }
-        let _ = ref_layers;
         for j in 0..n {
             let ref_layer = reference.layer_range[0] + j;
             for key in ref_model.names() {
@@ -465,7 +462,6 @@ fn slice_jobs<'a>(
             })
             .collect()
     };
-    let _ = cfg;
     let mut jobs = edge(&slices[0], TensorRole::Pre);
     jobs.extend(layer_jobs);
     if let Some(last) = slices.last() {

@@ -156,13 +156,13 @@ impl Gta {
         // inner loops are branch-free and vectorise; per element, inputs are still summed in
         // input order, as the oracle does.
         let len = out.len();
-        let mut tau = vec![0f64; len];
         let mut wds: Vec<Vec<f64>> = Vec::with_capacity(inputs.len());
         let mut total = vec![0f64; len];
         for (i, x) in inputs.iter().enumerate() {
-            self.sparsified(i, first, base, x, &rules[i], &mut tau);
+            let mut wd = vec![0f64; len];
+            self.sparsified(i, first, base, x, &rules[i], &mut wd);
             let s = rules[i].scale * self.weights[i];
-            let wd: Vec<f64> = tau.iter().map(|t| t * s).collect();
+            wd.iter_mut().for_each(|t| *t *= s);
             total.iter_mut().zip(&wd).for_each(|(a, v)| *a += v);
             wds.push(wd);
         }
