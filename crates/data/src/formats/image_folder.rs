@@ -1,0 +1,1 @@
+//! Image classification as an image folder: `<root>/<split>/<class>/<name>.png|jpg`.

@@ -1,0 +1,1 @@
+//! The real-asset suite (being written).

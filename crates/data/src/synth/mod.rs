@@ -1,0 +1,1 @@
+//! The synthetic suite (being written).
