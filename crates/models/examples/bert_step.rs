@@ -2,7 +2,8 @@
 //! `scripts/bench-step` (the PyTorch half is `scripts/bench/bert_step_torch.py`, whose
 //! docstring defines the step this mirrors: 6 layers, hidden 384, 12 heads, FFN 1536, dropout
 //! 0.1, an untied Linear(384 → 30522) MLM head on 10 masked positions of each 64-token row,
-//! cross-entropy, AdamW(lr 1e-4, weight decay 0.01)).
+//! cross-entropy, AdamW(lr 1e-4, weight decay 0.01)). The optimiser is our fused AdamW
+//! (`mmerge_models::optim`), the one mmerge trains with.
 //!
 //! `cargo run --release -p mmerge-models --example bert_step -- [THREADS] [--batches 8,32]
 //! [--seq 64] [--warmup 3] [--steps 10]` prints one JSON line per batch size.
@@ -10,8 +11,9 @@
 use std::time::Instant;
 
 use mmerge_models::config::{MultiwayConfig, Sharing};
+use mmerge_models::optim::{AdamW, AdamWConfig};
 use mmerge_models::{MultiwayTransformer, TextBatch};
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 const MASK_ID: i64 = 103;
@@ -101,31 +103,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cfg.vocab_size,
             Default::default(),
         );
-        let mut opt = nn::AdamW::default().build(&vs, 1e-4)?;
+        let mut opt = AdamW::new(
+            vs.trainable_variables(),
+            AdamWConfig {
+                lr: 1e-4,
+                ..Default::default()
+            },
+        )?;
         let data = batches(b, seq, warmup + steps, 1 + b);
-        let step =
-            |opt: &mut nn::Optimizer, x: &Batch| -> Result<f64, Box<dyn std::error::Error>> {
-                let h = model.encode_text(
-                    &TextBatch {
-                        ids: &x.ids,
-                        mask: &x.mask,
-                    },
-                    true,
-                )?;
-                let d = cfg.hidden_size;
-                let idx = x
-                    .positions
-                    .unsqueeze(-1)
-                    .expand([b, x.positions.size()[1], d], false);
-                let picked = h.gather(1, &idx, false).view([-1, d]);
-                let loss = picked
-                    .apply(&head)
-                    .cross_entropy_for_logits(&x.labels.view([-1]));
-                opt.zero_grad();
-                loss.backward();
-                opt.step();
-                Ok(loss.double_value(&[]))
-            };
+        let step = |opt: &mut AdamW, x: &Batch| -> Result<f64, Box<dyn std::error::Error>> {
+            let h = model.encode_text(
+                &TextBatch {
+                    ids: &x.ids,
+                    mask: &x.mask,
+                },
+                true,
+            )?;
+            let d = cfg.hidden_size;
+            let idx = x
+                .positions
+                .unsqueeze(-1)
+                .expand([b, x.positions.size()[1], d], false);
+            let picked = h.gather(1, &idx, false).view([-1, d]);
+            let loss = picked
+                .apply(&head)
+                .cross_entropy_for_logits(&x.labels.view([-1]));
+            opt.backward_step(&loss)?;
+            Ok(loss.double_value(&[]))
+        };
         for x in &data[..warmup] {
             step(&mut opt, x)?;
         }

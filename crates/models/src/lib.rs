@@ -9,6 +9,7 @@ pub mod hf;
 pub mod io;
 pub mod merge_map;
 pub mod multiway;
+pub mod optim;
 
 pub use config::{Expert, MultiwayConfig, Part, Sharing};
 pub use error::{ModelError, Result};
