@@ -2,8 +2,8 @@
 //! (BERT, DINOv2, ViT), so a user can compare our forward pass with another library's.
 //!
 //! Text: `tokenizer.json` from the model folder, its built-in padding and truncation turned
-//! off, batches padded to the longest sentence (pad id from the tokenizer, else 0), truncated
-//! to the model's `max_position_embeddings`. Images: decoded (PNG/JPEG), resized to the
+//! off (`mmerge_data::tokenize`), batches padded to the longest sentence, truncated to the
+//! model's `max_position_embeddings` (keeping the final `[SEP]`, as Hugging Face does). Images: decoded (PNG/JPEG), resized to the
 //! model's input size (bilinear), scaled to [0, 1] and normalised with the ImageNet mean and
 //! standard deviation. Output: a safetensors file with `last_hidden_state` [B, T, D] and
 //! `mean_pooled` [B, D] (mean over real text tokens, or over image patches), plus `input_ids`
@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use mmerge_core::Dtype;
+use mmerge_data::tokenize::{Padding, Tokenizer};
 use mmerge_models::config::Expert;
 use mmerge_models::hf::{self, HfConfig, HfKind};
 use mmerge_models::{MultiwayTransformer, TextBatch};
@@ -31,40 +32,20 @@ pub fn device(name: &str) -> anyhow::Result<Device> {
     })
 }
 
-/// Token ids and mask [B, T] for `lines`, as the module docs say.
+/// Token ids and mask [B, T] for `lines`, as the module docs say, and how many lines were
+/// truncated.
 pub fn tokenize(
     tokenizer_json: &Path,
     lines: &[String],
     max_len: usize,
 ) -> anyhow::Result<(Tensor, Tensor, usize)> {
-    let mut tok = tokenizers::Tokenizer::from_file(tokenizer_json)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", tokenizer_json.display()))?;
-    tok.with_padding(None);
-    tok.with_truncation(None)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pad = tok.token_to_id("[PAD]").unwrap_or(0);
-    let enc = tok
-        .encode_batch(lines.to_vec(), true)
-        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-    let truncated = enc.iter().filter(|e| e.get_ids().len() > max_len).count();
-    let t = enc
-        .iter()
-        .map(|e| e.get_ids().len().min(max_len))
-        .max()
-        .unwrap_or(0);
-    let mut ids = vec![i64::from(pad); lines.len() * t];
-    let mut mask = vec![0i64; lines.len() * t];
-    for (b, e) in enc.iter().enumerate() {
-        for (j, id) in e.get_ids().iter().take(max_len).enumerate() {
-            ids[b * t + j] = i64::from(*id);
-            mask[b * t + j] = 1;
-        }
-    }
-    let shape = [lines.len() as i64, t as i64];
+    let tok = Tokenizer::load(tokenizer_json)?;
+    let b = tok.encode_batch(lines, max_len, Padding::Longest)?;
+    let shape = [b.batch as i64, b.len as i64];
     Ok((
-        Tensor::from_slice(&ids).view(shape),
-        Tensor::from_slice(&mask).view(shape),
-        truncated,
+        Tensor::from_slice(&b.ids).view(shape),
+        Tensor::from_slice(&b.mask).view(shape),
+        b.truncated,
     ))
 }
 

@@ -50,6 +50,18 @@ pub fn resolve(model: &str, cache: &Path) -> Result<PathBuf> {
     Err(not_found())
 }
 
+/// Where `scripts/fetch-weights` puts the pretrained model `name` (`all-MiniLM-L6-v2`,
+/// `dinov2-small`): `${MMERGE_CACHE:-$HOME/.cache/mmerge}/weights/<name>`.
+pub fn fetched_weights(name: &str) -> std::path::PathBuf {
+    let cache = std::env::var_os("MMERGE_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/mmerge")
+        });
+    cache.join("weights").join(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

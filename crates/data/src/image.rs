@@ -22,11 +22,22 @@ impl ImageRef {
 }
 
 /// Decodes a png or jpeg file to 8-bit RGB; transparent pixels are composited over white.
+/// The format comes from the file's bytes, not its name (some of NLVR2's `.png` files hold
+/// JPEG data).
 pub fn decode_rgb(path: &Path) -> Result<image::RgbImage> {
-    let img = image::open(path).map_err(|e| DataError::Image {
+    let bad = |reason: String| DataError::Image {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let img = image::ImageReader::open(path)
+        .map_err(|e| DataError::Io {
+            path: path.to_path_buf(),
+            error: e,
+        })?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?
+        .decode()
+        .map_err(|e| bad(e.to_string()))?;
     if !img.color().has_alpha() {
         return Ok(img.into_rgb8());
     }

@@ -4,6 +4,7 @@
 //! preprocessing and batching. No libtorch here: batches are plain `Vec`s that the model
 //! crate turns into tensors.
 
+pub mod batch;
 pub mod error;
 pub mod formats;
 pub mod image;
@@ -11,5 +12,7 @@ pub mod out;
 pub mod real;
 pub mod suite;
 pub mod synth;
+pub mod tokenize;
+pub mod transform;
 
 pub use error::{DataError, Result};

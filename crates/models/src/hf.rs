@@ -156,17 +156,7 @@ impl HfConfig {
     }
 }
 
-/// Where `scripts/fetch-weights` puts the pretrained model `name` (`all-MiniLM-L6-v2`,
-/// `dinov2-small`): `${MMERGE_CACHE:-$HOME/.cache/mmerge}/weights/<name>`.
-pub fn fetched_weights(name: &str) -> std::path::PathBuf {
-    let cache = std::env::var_os("MMERGE_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/mmerge")
-        });
-    cache.join("weights").join(name)
-}
+pub use mmerge_core::hub::fetched_weights;
 
 /// ImageNet channel means and standard deviations, the normalisation of the ViT and DINOv2
 /// image processors.
