@@ -1,5 +1,7 @@
-//! `mmerge`: merge checkpoints, measure weight distances, check the libtorch set-up.
+//! `mmerge`: merge checkpoints, measure weight distances, build and check task suites, embed
+//! text and images, check the libtorch set-up.
 
+mod data;
 mod demo;
 mod doctor;
 mod encode;
@@ -86,6 +88,11 @@ enum Command {
         /// auto (CUDA when available), cpu or cuda.
         #[arg(long, default_value = "auto")]
         device: String,
+    },
+    /// Task suites: generate the synthetic one, build the real-asset one, check, tokenizer.
+    Data {
+        #[command(subcommand)]
+        command: data::DataCommand,
     },
     /// List the merge methods.
     Methods,
@@ -211,6 +218,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             image_size,
             &device,
         )?,
+        Command::Data { command } => data::run(command)?,
         Command::Methods => {
             for name in mmerge_merge::MethodKind::NAMES {
                 let k = mmerge_merge::MethodKind::from_name(name).context("method table")?;

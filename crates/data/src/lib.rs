@@ -5,6 +5,7 @@
 //! crate turns into tensors.
 
 pub mod batch;
+pub mod check;
 pub mod error;
 pub mod formats;
 pub mod image;

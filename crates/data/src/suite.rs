@@ -60,7 +60,8 @@ pub struct TaskEntry {
     pub kind: TaskKind,
     /// The task's folder, relative to the suite root.
     pub root: String,
-    /// Examples per split (questions, statements, captions, images, sentences).
+    /// Examples per split: questions (VQA), statements (NLVR2), images (retrieval,
+    /// classification, segmentation) or sentences (text classification).
     pub counts: BTreeMap<String, usize>,
     /// Scores that need no model, on the test split (e.g. `majority`, `question_prior`,
     /// `statement_prior`, `chance`), each in [0, 1].

@@ -1,0 +1,94 @@
+//! `mmerge data`: the synthetic suite end to end through the binary (generate, check every
+//! split and image, train the tokenizer), and its bad-input errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+fn mmerge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmerge"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn synth_check_and_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("suite");
+    let s = suite.to_str().unwrap();
+    let text = ok(&mmerge(&[
+        "data", "synth", "--out", s, "--scale", "tiny", "--seed", "3",
+    ]));
+    for task in [
+        "vqa",
+        "retrieval",
+        "nlvr2",
+        "segmentation",
+        "shape_cls",
+        "caption_colour",
+    ] {
+        assert!(text.contains(task), "{task} missing from:\n{text}");
+    }
+    let check = ok(&mmerge(&["data", "check", s]));
+    // 8 tasks × 3 splits, and the VQA train split: 160 questions, 160 images, all decoded.
+    assert!(check.contains("ok: 24 splits"), "{check}");
+    let vqa_train = check
+        .lines()
+        .find(|l| l.starts_with("vqa ") && l.contains(" train "))
+        .unwrap();
+    let cols: Vec<&str> = vqa_train.split_whitespace().collect();
+    assert_eq!(&cols[3..], ["160", "160", "160"], "{vqa_train}");
+    let tok = ok(&mmerge(&["data", "tokenizer", s, "--vocab-size", "300"]));
+    assert!(tok.contains("tokenizer.json"), "{tok}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(suite.join("tokenizer.json")).unwrap()).unwrap();
+    let vocab = json["model"]["vocab"].as_object().unwrap();
+    assert!(vocab.contains_key("circle") && vocab.contains_key("[MASK]"));
+    assert!(vocab.len() <= 300);
+    // Without --force an existing suite is kept.
+    let again = mmerge(&["data", "synth", "--out", s, "--scale", "tiny"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn bad_scale_and_knobs_are_named_and_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("s");
+    let o = out.to_str().unwrap();
+    let e = mmerge(&["data", "synth", "--out", o, "--scale", "huge"]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        !e.status.success() && err.contains("tiny, small, full"),
+        "{err}"
+    );
+    let e = mmerge(&[
+        "data",
+        "synth",
+        "--out",
+        o,
+        "--scale",
+        "tiny",
+        "--image-size",
+        "8",
+    ]);
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && err.contains("image size 8"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    let e = mmerge(&["data", "check", o]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("suite.json"));
+}
