@@ -80,3 +80,29 @@ pub struct Source {
     pub package: String,
     pub licence: String,
 }
+
+/// The three splits our built suites have, in the order they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+impl Split {
+    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
+
+    /// The split's name in file names and records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+
+    /// The position in [`Split::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}

@@ -40,6 +40,23 @@ pub struct Record {
     pub writer: Option<String>,
 }
 
+impl Record {
+    /// A record with only the fields our built suites fill in.
+    pub fn new(identifier: String, sentence: String, label: bool) -> Self {
+        Self {
+            identifier,
+            sentence,
+            label: if label { "True" } else { "False" }.into(),
+            directory: None,
+            left_url: None,
+            right_url: None,
+            synset: None,
+            query: None,
+            writer: None,
+        }
+    }
+}
+
 /// Where an NLVR2 split lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Nlvr2Source {

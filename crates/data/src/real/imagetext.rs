@@ -475,17 +475,11 @@ pub fn nlvr2(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> Result<Ta
                 let rel = format!("{name}/images/{s}/{prefix}-img{k}.png");
                 link_or_copy(&images[img], &suite.root().join(rel))?;
             }
-            records.push(nlvr2::Record {
-                identifier: format!("{prefix}-0"),
-                sentence: x.sentence.clone(),
-                label: if x.label { "True" } else { "False" }.into(),
-                directory: None,
-                left_url: None,
-                right_url: None,
-                synset: None,
-                query: None,
-                writer: None,
-            });
+            records.push(nlvr2::Record::new(
+                format!("{prefix}-0"),
+                x.sentence.clone(),
+                x.label,
+            ));
         }
         suite.write_jsonl(&format!("{name}/{s}.json"), &records)?;
     }

@@ -16,26 +16,7 @@ pub const SEED: u64 = 0x6d6d_6572_6765;
 /// Side of the square every Tux Paint and emoji image is normalised to.
 pub const IMAGE_SIZE: u32 = 64;
 
-/// The three splits, in the order they are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Split {
-    Train,
-    Val,
-    Test,
-}
-
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
-
-    /// The split's name in file names and records.
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Val => "val",
-            Split::Test => "test",
-        }
-    }
-}
+pub use crate::suite::Split;
 
 /// 64-bit FNV-1a.
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -262,17 +262,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
                             reason: "internal: not two images".into(),
                         })?;
                 out.push(Example {
-                    record: Record {
-                        identifier: format!("{prefix}-0"),
-                        sentence: text.clone(),
-                        label: if label { "True" } else { "False" }.into(),
-                        directory: None,
-                        left_url: None,
-                        right_url: None,
-                        synset: None,
-                        query: None,
-                        writer: None,
-                    },
+                    record: Record::new(format!("{prefix}-0"), text.clone(), label),
                     template: st.template(),
                     scenes: [l, r],
                 });

@@ -19,29 +19,7 @@ use super::scene::{Knobs, Layout, Scene};
 use crate::error::{DataError, Result, io};
 use crate::out::SuiteDir;
 
-/// The three splits, in file order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Split {
-    Train,
-    Val,
-    Test,
-}
-
-impl Split {
-    pub const ALL: [Split; 3] = [Split::Train, Split::Val, Split::Test];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Val => "val",
-            Split::Test => "test",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::suite::Split;
 
 /// The scene of every image of a task split: `<task>/scenes/<split>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
