@@ -10,7 +10,7 @@ use crate::error::{DataError, Result, io};
 use crate::formats::captions::{KarpathySource, KarpathySplit};
 use crate::formats::image_folder::{ImageFolderOptions, read_image_folder};
 use crate::formats::nlvr2::Nlvr2Source;
-use crate::formats::segmentation::read_segmentation;
+use crate::formats::segmentation::{read_classes, read_segmentation};
 use crate::formats::text_cls::read_text_cls;
 use crate::formats::vqa::{AnswerVocab, VqaSource};
 use crate::formats::{ReadOptions, read_json};
@@ -108,7 +108,7 @@ fn open_split(root: &Path, task: &TaskEntry, split: &str) -> Result<(usize, Vec<
             (ex.len(), paths(imgs))
         }
         TaskKind::ImageCls => {
-            let s = read_image_folder(&dir.join(split), &ImageFolderOptions::default())?.examples;
+            let s = read_image_folder(&dir.join(split), &image_folder_options(&dir)?)?.examples;
             (
                 s.examples.len(),
                 paths(s.examples.iter().map(|e| &e.image).collect()),
@@ -124,6 +124,22 @@ fn open_split(root: &Path, task: &TaskEntry, split: &str) -> Result<(usize, Vec<
             imgs.extend(s.examples.iter().map(|e| e.mask.clone()));
             (s.examples.len(), imgs)
         }
+    })
+}
+
+/// Our suites list an image-classification task's classes in `classes.txt`, so labels mean
+/// the same in every split even when a small class is missing from one; without the file, the
+/// subfolders of each split are the classes.
+pub fn image_folder_options(task_root: &Path) -> Result<ImageFolderOptions> {
+    let list = task_root.join("classes.txt");
+    Ok(if list.exists() {
+        ImageFolderOptions {
+            classes: Some(read_classes(&list)?),
+            allow_empty_class: true,
+            ..Default::default()
+        }
+    } else {
+        ImageFolderOptions::default()
     })
 }
 

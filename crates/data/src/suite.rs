@@ -9,9 +9,13 @@
 //!   folder relative to the task root) and `equivalent_captions.json` (see
 //!   `formats::captions`).
 //! - `nlvr2`: `<split>.json` (NLVR2 JSON Lines), images `images/<split>/<prefix>-img{0,1}.png`.
-//! - `image_cls`: `<split>/<class>/<name>.png`.
+//! - `image_cls`: `<split>/<class>/<name>.png`, and `classes.txt` (class names in label
+//!   order; a small class may be missing from a split).
 //! - `text_cls`: `<split>.jsonl` (`text`, `label`).
 //! - `segmentation`: `<split>/images/<stem>.png`, `<split>/masks/<stem>.png`, `classes.txt`.
+//!
+//! The synthetic suite also writes, beside every image task, `scenes/<split>.json` (each
+//! scene's objects) and `scenes/masks/`, so that every answer can be recomputed.
 
 use std::collections::BTreeMap;
 

@@ -8,6 +8,7 @@
 //! [`Tokenizer::encode_batch`], keeping the final `[SEP]`.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -24,6 +25,9 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     pad_id: u32,
     source: Option<std::path::PathBuf>,
+    /// `inner` set to truncate at the last `max_len` asked for (cloning a tokenizer copies
+    /// its vocabulary, so it is done once per length, not once per call).
+    truncating: Arc<Mutex<Option<(usize, Arc<tokenizers::Tokenizer>)>>>,
 }
 
 /// How to pad a batch.
@@ -169,6 +173,7 @@ impl Tokenizer {
             inner,
             pad_id,
             source,
+            truncating: Arc::default(),
         })
     }
 
@@ -212,14 +217,7 @@ impl Tokenizer {
                 reason: format!("fixed length {n} is shorter than max_len {max_len}"),
             });
         }
-        let mut tok = self.inner.clone();
-        tok.with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: TruncationDirection::Right,
-        }))
-        .map_err(|e| self.err(e.to_string()))?;
+        let tok = self.truncating_at(max_len)?;
         let mut rows = Vec::with_capacity(texts.len());
         let mut truncated = 0;
         for t in texts {
@@ -248,6 +246,29 @@ impl Tokenizer {
             len,
             truncated,
         })
+    }
+
+    fn truncating_at(&self, max_len: usize) -> Result<Arc<tokenizers::Tokenizer>> {
+        let mut cached = self
+            .truncating
+            .lock()
+            .map_err(|_| self.err("a thread panicked while tokenising".into()))?;
+        if let Some((len, tok)) = cached.as_ref()
+            && *len == max_len
+        {
+            return Ok(Arc::clone(tok));
+        }
+        let mut tok = self.inner.clone();
+        tok.with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| self.err(e.to_string()))?;
+        let tok = Arc::new(tok);
+        *cached = Some((max_len, Arc::clone(&tok)));
+        Ok(tok)
     }
 
     /// Writes the tokenizer as `tokenizer.json` (atomically: temp file + rename).
