@@ -27,8 +27,11 @@ pub struct Tokenizer {
     source: Option<std::path::PathBuf>,
     /// `inner` set to truncate at the last `max_len` asked for (cloning a tokenizer copies
     /// its vocabulary, so it is done once per length, not once per call).
-    truncating: Arc<Mutex<Option<(usize, Arc<tokenizers::Tokenizer>)>>>,
+    truncating: Arc<Mutex<Option<TruncatingAt>>>,
 }
+
+/// A copy of the tokenizer that truncates at the given length.
+type TruncatingAt = (usize, Arc<tokenizers::Tokenizer>);
 
 /// How to pad a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
