@@ -104,7 +104,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Check { suite, no_decode } => {
             let t0 = Instant::now();
-            let rows = check_suite(&suite, !no_decode)
+            let rows = check_suite(&suite, !no_decode, true)
                 .with_context(|| format!("checking {}", suite.display()))?;
             println!(
                 "{:<16} {:<12} {:<6} {:>9} {:>8} {:>8}",

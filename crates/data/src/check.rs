@@ -47,12 +47,15 @@ pub fn read_manifest(root: &Path) -> Result<Manifest> {
 }
 
 /// Reads every split of every task strictly (nothing skipped), checks the counts against the
-/// manifest, and with `decode` decodes every image (in parallel).
-pub fn check_suite(root: &Path, decode: bool) -> Result<Vec<SplitSummary>> {
+/// manifest, and with `decode` decodes every image (in parallel). `progress` shows a bar.
+pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<SplitSummary>> {
     let manifest = read_manifest(root)?;
+    let splits: usize = manifest.tasks.iter().map(|t| t.counts.len()).sum();
+    let pb = crate::out::progress_bar(splits as u64, progress);
     let mut out = vec![];
     for task in &manifest.tasks {
         for (split, &want) in &task.counts {
+            pb.set_message(format!("{} {split}", task.name));
             let (examples, mut images) = open_split(root, task, split)?;
             if examples != want {
                 return Err(DataError::BadRecord {
@@ -79,8 +82,10 @@ pub fn check_suite(root: &Path, decode: bool) -> Result<Vec<SplitSummary>> {
                 images: images.len(),
                 decoded,
             });
+            pb.inc(1);
         }
     }
+    pb.finish_and_clear();
     Ok(out)
 }
 

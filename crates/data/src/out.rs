@@ -123,3 +123,17 @@ pub fn to_json<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>> {
     v.push(b'\n');
     Ok(v)
 }
+
+/// A progress bar of `len` steps labelled by its message, or a hidden one when `show` is false.
+pub fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta})")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}

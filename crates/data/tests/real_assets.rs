@@ -155,7 +155,7 @@ fn real_asset_suite() {
 
     check_readers(&out, &m);
     // What `mmerge data check` runs (images are decoded below).
-    let rows = mmerge_data::check::check_suite(&out, false).unwrap();
+    let rows = mmerge_data::check::check_suite(&out, false, false).unwrap();
     assert_eq!(rows.len(), 3 * m.tasks.len());
     check_text(&out, &m);
     check_retrieval(&out);

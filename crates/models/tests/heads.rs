@@ -150,3 +150,18 @@ fn segmentation_learns_per_pixel_classes() {
     });
     assert!(b < a * 0.5, "segmentation loss {a} -> {b}");
 }
+
+#[test]
+fn patchify_matches_the_data_crates_layout() {
+    // The data pipeline can cut patches without libtorch; both must agree element for element.
+    let (c, h, w, p) = (3usize, 8usize, 16usize, 4usize);
+    let chw: Vec<f32> = (0..c * h * w).map(|i| i as f32 * 0.5 - 7.0).collect();
+    let ours = mmerge_data::transform::patchify(&chw, c, h, w, p).unwrap();
+    let pixels = Tensor::from_slice(&chw).view([1, c as i64, h as i64, w as i64]);
+    let theirs = patchify(&pixels, p as i64);
+    assert_eq!(
+        theirs.size(),
+        [1, ((h / p) * (w / p)) as i64, (c * p * p) as i64]
+    );
+    assert_eq!(Vec::<f32>::try_from(theirs.reshape([-1])).unwrap(), ours);
+}

@@ -75,8 +75,6 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-use indicatif::{ProgressBar, ProgressStyle};
-
 pub use render::{BACKGROUND, MAX_NOISE, covers};
 pub use scene::{Colour, GRID, Layout, Object, Shape, Size};
 pub use write::{PriorEntry, QuestionPriorFile, SceneRecord, ScenesFile};
@@ -255,16 +253,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path, force: bool, progress: bool) -> R
             if *t == "nlvr2" { n / 2 } else { n }
         })
         .sum();
-    let pb = if progress {
-        let pb = ProgressBar::new(items as u64);
-        if let Ok(style) = ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta})")
-        {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+    let pb = crate::out::progress_bar(items as u64, progress);
     let ctx = Ctx::new(cfg, &suite, pb);
     let mut tasks = Vec::new();
     ctx.pb.set_message("vqa");
