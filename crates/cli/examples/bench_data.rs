@@ -166,13 +166,7 @@ fn main() -> anyhow::Result<()> {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = MultiwayTransformer::new(&vs.root(), &cfg)?;
     let itc = ItcHead::new(&(vs.root() / "heads" / "itc"), &cfg, 64);
-    let mut opt = AdamW::new(
-        vs.trainable_variables(),
-        AdamWConfig {
-            lr: 1e-4,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = AdamW::new(vs.trainable_variables(), AdamWConfig::with_lr(1e-4))?;
     let mut step = |px: &Tensor, ids: &Tensor, mask: &Tensor| -> anyhow::Result<f64> {
         let image_cls = model.encode_image(px, true)?.select(1, 0);
         let text_cls = model

@@ -103,13 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cfg.vocab_size,
             Default::default(),
         );
-        let mut opt = AdamW::new(
-            vs.trainable_variables(),
-            AdamWConfig {
-                lr: 1e-4,
-                ..Default::default()
-            },
-        )?;
+        let mut opt = AdamW::new(vs.trainable_variables(), AdamWConfig::with_lr(1e-4))?;
         let data = batches(b, seq, warmup + steps, 1 + b);
         let step = |opt: &mut AdamW, x: &Batch| -> Result<f64, Box<dyn std::error::Error>> {
             let h = model.encode_text(

@@ -41,6 +41,16 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+impl AdamWConfig {
+    /// PyTorch's defaults with learning rate `lr`.
+    pub fn with_lr(lr: f64) -> Self {
+        Self {
+            lr,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for AdamWConfig {
     fn default() -> Self {
         Self {

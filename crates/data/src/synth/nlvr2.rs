@@ -240,14 +240,8 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
                 let prefix = format!("{s}-{i}-{pair}");
                 let mut scenes = Vec::with_capacity(2);
                 for (side, scene) in [left, right].into_iter().enumerate() {
-                    let image = format!("images/{s}/{prefix}-img{side}.png");
-                    let mask = format!("scenes/masks/{s}/{prefix}-img{side}.png");
-                    ctx.draw(
-                        &scene,
-                        &format!("{TASK}/{image}"),
-                        &format!("{TASK}/{mask}"),
-                        &mut rng,
-                    )?;
+                    let file = format!("{prefix}-img{side}.png");
+                    let (image, mask) = ctx.draw_in(TASK, s, &file, &scene, &mut rng)?;
                     scenes.push(SceneRecord {
                         image,
                         mask,

@@ -167,14 +167,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             let caps = captions(&mut rng, &ctx.layout, &scene)?;
             let imgid = base + i as u64;
             let filename = format!("{imgid:06}.png");
-            let image = format!("images/{s}/{filename}");
-            let mask = format!("scenes/masks/{s}/{filename}");
-            ctx.draw(
-                &scene,
-                &format!("{TASK}/{image}"),
-                &format!("{TASK}/{mask}"),
-                &mut rng,
-            )?;
+            let (image, mask) = ctx.draw_in(TASK, s, &filename, &scene, &mut rng)?;
             let sentences: Vec<KarpathySentence> = caps
                 .into_iter()
                 .enumerate()

@@ -191,14 +191,8 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             let mut rng = ctx.rng(TASK, split, i);
             let (question, answer, scene) = make(ctx, forms[plan[i]], &mut rng)?;
             let image_id = base + i as u64;
-            let image = format!("images/{s}/{image_id:012}.png");
-            let mask = format!("scenes/masks/{s}/{image_id:012}.png");
-            ctx.draw(
-                &scene,
-                &format!("{TASK}/{image}"),
-                &format!("{TASK}/{mask}"),
-                &mut rng,
-            )?;
+            let (image, mask) =
+                ctx.draw_in(TASK, s, &format!("{image_id:012}.png"), &scene, &mut rng)?;
             Ok(Item {
                 image_id,
                 text: question.text(),

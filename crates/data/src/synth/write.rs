@@ -139,6 +139,27 @@ impl<'a> Ctx<'a> {
         Ok(m.iter().filter(|&&v| v == 0).count())
     }
 
+    /// Draws `scene` as `<task>/images/<split>/<file>` with its mask at
+    /// `<task>/scenes/masks/<split>/<file>`, and returns those two paths relative to the task.
+    pub fn draw_in(
+        &self,
+        task: &str,
+        split: &str,
+        file: &str,
+        scene: &Scene,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(String, String)> {
+        let image = format!("images/{split}/{file}");
+        let mask = format!("scenes/masks/{split}/{file}");
+        self.draw(
+            scene,
+            &format!("{task}/{image}"),
+            &format!("{task}/{mask}"),
+            rng,
+        )?;
+        Ok((image, mask))
+    }
+
     /// Writes `value` as compact JSON (one line, as the official data files are) to `rel`.
     pub fn write_compact<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
         let mut bytes = serde_json::to_vec(value).map_err(|e| DataError::Invalid {
