@@ -3,11 +3,14 @@
 //! `cargo run --release -p mmerge-cli --example bench_data -- SUITE [--batch 64] [--steps 30]
 //! [--threads 2]` reads the image-caption pairs of SUITE's retrieval task (train split), and
 //! measures, in one run:
-//! 1. the pipeline alone: PNG decode, random resized crop to 32×32, normalisation and
-//!    tokenisation (trained WordPiece, fixed length 16) on the loader's rayon threads, plus
-//!    the collation into tensors on the consumer thread: images/s;
-//! 2. the training step of the `small` preset (all-specific multiway model, image-text
-//!    contrastive loss, fused AdamW) on batches prepared beforehand: step time;
+//! 1. the pipeline alone: PNG decode, random resized crop to 32×32, normalisation,
+//!    tokenisation (trained WordPiece, fixed length 16) and BERT masking of 15 % of the
+//!    tokens on the loader's rayon threads, plus the collation into tensors on the consumer
+//!    thread: images/s;
+//! 2. the vision-language training step of the `small` preset (all-specific multiway model;
+//!    image-text contrastive loss on the unimodal encodings plus masked language modelling on
+//!    the fused encoding, as VLMo trains its VL experts; fused AdamW) on batches prepared
+//!    beforehand: step time;
 //! 3. training fed by the loader (prefetch 2): the time the loop waits for data (and
 //!    collates it) as a share of the whole step.
 //!
@@ -25,12 +28,18 @@ use mmerge_data::suite::{Manifest, TaskKind};
 use mmerge_data::tokenize::{Padding, Tokenizer};
 use mmerge_data::transform::{Augment, ImageTransform, Normalize};
 use mmerge_models::config::{MultiwayConfig, Sharing};
-use mmerge_models::heads::ItcHead;
+use mmerge_models::heads::{ItcHead, MlmHead};
 use mmerge_models::optim::{AdamW, AdamWConfig};
 use mmerge_models::{MultiwayTransformer, TextBatch};
+use rand::Rng;
 use tch::{Device, Kind, Tensor, nn};
 
-type Example = (Vec<f32>, Vec<i64>, Vec<i64>);
+/// Pixels, token ids, attention mask, masked ids, MLM labels (−100 where not masked).
+type Example = (Vec<f32>, Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
+
+/// The first id that is not a special token ([PAD] [UNK] [CLS] [SEP] [MASK]).
+const FIRST_WORD: i64 = 5;
+const MASK_ID: i64 = 4;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter()
@@ -68,28 +77,36 @@ fn pairs(suite: &std::path::Path) -> anyhow::Result<Vec<(ImageRef, String)>> {
     Ok(out)
 }
 
-fn collate(b: &Batch<Example>, size: i64, len: i64) -> (Tensor, Tensor, Tensor) {
+struct Tensors {
+    px: Tensor,
+    ids: Tensor,
+    mask: Tensor,
+    masked: Tensor,
+    labels: Tensor,
+}
+
+fn collate(b: &Batch<Example>, size: i64, len: i64) -> Tensors {
     let n = b.examples.len() as i64;
+    let cat = |f: fn(&Example) -> &Vec<i64>| -> Tensor {
+        let v: Vec<i64> = b
+            .examples
+            .iter()
+            .flat_map(|e| f(e).iter().copied())
+            .collect();
+        Tensor::from_slice(&v).view([n, len])
+    };
     let px: Vec<f32> = b
         .examples
         .iter()
         .flat_map(|e| e.0.iter().copied())
         .collect();
-    let ids: Vec<i64> = b
-        .examples
-        .iter()
-        .flat_map(|e| e.1.iter().copied())
-        .collect();
-    let mask: Vec<i64> = b
-        .examples
-        .iter()
-        .flat_map(|e| e.2.iter().copied())
-        .collect();
-    (
-        Tensor::from_slice(&px).view([n, 3, size, size]),
-        Tensor::from_slice(&ids).view([n, len]),
-        Tensor::from_slice(&mask).view([n, len]),
-    )
+    Tensors {
+        px: Tensor::from_slice(&px).view([n, 3, size, size]),
+        ids: cat(|e| &e.1),
+        mask: cat(|e| &e.2),
+        masked: cat(|e| &e.3),
+        labels: cat(|e| &e.4),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -123,7 +140,14 @@ fn main() -> anyhow::Result<()> {
         move |(img, text): &(ImageRef, String), rng: &mut rand_chacha::ChaCha8Rng| {
             let px = transform.apply(&img.load_rgb()?, rng)?;
             let t = load_tok.encode_batch(&[text], len as usize, Padding::Fixed(len as usize))?;
-            Ok((px, t.ids, t.mask))
+            let (mut masked, mut labels) = (t.ids.clone(), vec![-100i64; t.ids.len()]);
+            for (j, &id) in t.ids.iter().enumerate() {
+                if id >= FIRST_WORD && rng.random_bool(0.15) {
+                    labels[j] = id;
+                    masked[j] = MASK_ID;
+                }
+            }
+            Ok((px, t.ids, t.mask, masked, labels))
         },
     );
     let n_items = items.len();
@@ -166,22 +190,31 @@ fn main() -> anyhow::Result<()> {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = MultiwayTransformer::new(&vs.root(), &cfg)?;
     let itc = ItcHead::new(&(vs.root() / "heads" / "itc"), &cfg, 64);
+    let mlm = MlmHead::new(&(vs.root() / "heads" / "mlm"), &cfg);
     let mut opt = AdamW::new(vs.trainable_variables(), AdamWConfig::with_lr(1e-4))?;
-    let mut step = |px: &Tensor, ids: &Tensor, mask: &Tensor| -> anyhow::Result<f64> {
-        let image_cls = model.encode_image(px, true)?.select(1, 0);
-        let text_cls = model
-            .encode_text(&TextBatch { ids, mask }, true)?
-            .select(1, 0);
-        let loss = itc.loss(&text_cls, &image_cls);
+    let mut step = |t: &Tensors| -> anyhow::Result<f64> {
+        let image_cls = model.encode_image(&t.px, true)?.select(1, 0);
+        let text = TextBatch {
+            ids: &t.ids,
+            mask: &t.mask,
+        };
+        let text_cls = model.encode_text(&text, true)?.select(1, 0);
+        let masked = TextBatch {
+            ids: &t.masked,
+            mask: &t.mask,
+        };
+        let (fused, _) = model.encode_image_text(&t.px, &masked, 1, true)?;
+        let text_h = fused.narrow(1, 0, len);
+        let loss = itc.loss(&text_cls, &image_cls) + mlm.loss(&text_h, &t.labels);
         opt.backward_step(&loss)?;
         Ok(loss.double_value(&[]))
     };
-    for (px, ids, mask) in prepared.iter().take(5) {
-        step(px, ids, mask)?; // warm-up: the first steps allocate
+    for t in prepared.iter().take(5) {
+        step(t)?; // warm-up: the first steps allocate
     }
     let t0 = Instant::now();
-    for (px, ids, mask) in &prepared {
-        step(px, ids, mask)?;
+    for t in &prepared {
+        step(t)?;
     }
     let step_s = t0.elapsed().as_secs_f64() / prepared.len() as f64;
 
@@ -195,9 +228,9 @@ fn main() -> anyhow::Result<()> {
         loop {
             let w = Instant::now();
             let Some(b) = batches.next() else { break };
-            let (px, ids, mask) = collate(&b?, size, len);
+            let t = collate(&b?, size, len);
             wait += w.elapsed();
-            loss = step(&px, &ids, &mask)?;
+            loss = step(&t)?;
             done += 1;
             if done == prepared.len() {
                 break 'train;

@@ -92,3 +92,46 @@ fn bad_scale_and_knobs_are_named_and_leave_nothing() {
     let e = mmerge(&["data", "check", o]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("suite.json"));
 }
+
+#[test]
+fn check_names_the_file_and_record_of_each_defect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let suite = tmp.path().join("suite");
+    let s = suite.to_str().unwrap();
+    ok(&mmerge(&["data", "synth", "--out", s, "--scale", "tiny"]));
+    // Each defect is made, checked, and undone.
+    let broken = |path: &std::path::Path, bytes: Vec<u8>, expect: &[&str]| {
+        let keep = std::fs::read(path).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        let out = mmerge(&["data", "check", s]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "accepted {}", path.display());
+        for e in expect {
+            assert!(err.contains(e), "expected `{e}` in: {err}");
+        }
+        std::fs::write(path, keep).unwrap();
+    };
+    // A mask value that is no class (5 classes: background + 4 shapes).
+    let mask = suite.join("segmentation/train/masks/000000.png");
+    let img = image::open(&mask).unwrap().to_luma8();
+    let bad = image::GrayImage::from_fn(img.width(), img.height(), |_, _| image::Luma([9]));
+    let mut png = vec![];
+    bad.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    broken(&mask, png, &["000000.png", "9"]);
+    // A text label outside classes.txt.
+    let text = suite.join("caption_colour/train.jsonl");
+    let mut lines = std::fs::read(&text).unwrap();
+    lines.extend_from_slice(b"{\"text\":\"a pink circle\",\"label\":\"pink\"}\n");
+    broken(&text, lines, &["train.jsonl", "pink"]);
+    // Equivalence groups that do not match dataset.json.
+    let eq = suite.join("retrieval/equivalent_captions.json");
+    broken(&eq, b"[]\n".to_vec(), &["equivalent_captions.json"]);
+    // Malformed JSON: file, line and column.
+    let q = suite.join("vqa/questions_val.json");
+    let mut bytes = std::fs::read(&q).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    broken(&q, bytes, &["questions_val.json:1:"]);
+    // After undoing every defect the suite checks again.
+    ok(&mmerge(&["data", "check", s]));
+}

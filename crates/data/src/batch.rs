@@ -34,7 +34,8 @@ pub struct LoaderConfig {
     pub shuffle: bool,
     /// Drop the last batch when it is smaller than `batch_size`.
     pub drop_last: bool,
-    /// Batches prepared ahead of the consumer (0 = prepare each one on request).
+    /// Finished batches that may wait for the consumer; the producer works on one more
+    /// meanwhile (0: it hands each batch over as soon as the consumer asks).
     pub prefetch: usize,
 }
 
@@ -216,7 +217,27 @@ impl<E> Iterator for Batches<E> {
         if let Some(e) = self.spawn_error.take() {
             return Some(Err(e));
         }
-        self.rx.as_ref()?.recv().ok()
+        match self.rx.as_ref()?.recv() {
+            Ok(batch) => Some(batch),
+            // The producer is gone: it finished, or it panicked (then say so, once).
+            Err(_) => {
+                self.rx = None;
+                match self.handle.take()?.join() {
+                    Ok(()) => None,
+                    Err(panic) => Some(Err(DataError::Invalid {
+                        what: "batch loader".into(),
+                        reason: format!(
+                            "the load function panicked: {}",
+                            panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default()
+                        ),
+                    })),
+                }
+            }
+        }
     }
 }
 

@@ -7,17 +7,19 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::error::{DataError, Result, io};
-use crate::formats::captions::{KarpathySource, KarpathySplit};
+use crate::formats::captions::{
+    KarpathyFile, KarpathySource, KarpathySplit, equivalent_groups_of, read_equivalent,
+};
 use crate::formats::image_folder::{ImageFolderOptions, read_image_folder};
 use crate::formats::nlvr2::Nlvr2Source;
-use crate::formats::segmentation::{read_classes, read_segmentation};
+use crate::formats::segmentation::{SegExample, read_classes, read_segmentation};
 use crate::formats::text_cls::read_text_cls;
 use crate::formats::vqa::{AnswerVocab, VqaSource};
 use crate::formats::{ReadOptions, read_json};
 use crate::image::ImageRef;
 use crate::suite::{Manifest, SCHEMA, TaskEntry, TaskKind};
 
-/// What one split of one task holds.
+/// What one split of one task holds (`images` counts a segmentation image and its mask).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitSummary {
     pub task: String,
@@ -54,9 +56,17 @@ pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<Spli
     let pb = crate::out::progress_bar(splits as u64, progress);
     let mut out = vec![];
     for task in &manifest.tasks {
+        if task.kind == TaskKind::Retrieval {
+            check_equivalent(&root.join(&task.root))?;
+        }
         for (split, &want) in &task.counts {
             pb.set_message(format!("{} {split}", task.name));
-            let (examples, mut images) = open_split(root, task, split)?;
+            let Opened {
+                examples,
+                mut images,
+                masks,
+                classes,
+            } = open_split(root, task, split)?;
             if examples != want {
                 return Err(DataError::BadRecord {
                     path: root.join("suite.json"),
@@ -67,10 +77,16 @@ pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<Spli
             images.sort();
             images.dedup();
             let decoded = if decode {
-                images
+                let plain = images
                     .par_iter()
                     .map(|p| crate::image::decode_rgb(p).map(|_| 1))
-                    .sum::<Result<usize>>()?
+                    .sum::<Result<usize>>()?;
+                // An image and its mask: same size, 8-bit grey, classes or 255 only.
+                let seg = masks
+                    .par_iter()
+                    .map(|m| m.load(classes).map(|_| 2))
+                    .sum::<Result<usize>>()?;
+                plain + seg
             } else {
                 0
             };
@@ -79,7 +95,7 @@ pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<Spli
                 kind: task.kind,
                 split: split.clone(),
                 examples,
-                images: images.len(),
+                images: images.len() + 2 * masks.len(),
                 decoded,
             });
             pb.inc(1);
@@ -89,63 +105,98 @@ pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<Spli
     Ok(out)
 }
 
-/// The example count and image files of one split.
-fn open_split(root: &Path, task: &TaskEntry, split: &str) -> Result<(usize, Vec<PathBuf>)> {
+/// What one split holds: its example count, the image files it references, and (for
+/// segmentation) the examples whose masks must be checked against the class list.
+struct Opened {
+    examples: usize,
+    images: Vec<PathBuf>,
+    masks: Vec<SegExample>,
+    classes: usize,
+}
+
+fn open_split(root: &Path, task: &TaskEntry, split: &str) -> Result<Opened> {
     let dir = root.join(&task.root);
     let strict = ReadOptions::STRICT;
     let paths = |v: Vec<&ImageRef>| v.into_iter().map(|i| i.path.clone()).collect::<Vec<_>>();
+    let plain = |examples: usize, images: Vec<PathBuf>| Opened {
+        examples,
+        images,
+        masks: vec![],
+        classes: 0,
+    };
     Ok(match task.kind {
         TaskKind::Vqa => {
             let vocab = AnswerVocab::load(&dir.join("answers.json"))?;
             let ex = VqaSource::suite(&dir, split)
                 .read(Some(&vocab), strict)?
                 .examples;
-            (ex.len(), paths(ex.iter().map(|e| &e.image).collect()))
+            plain(ex.len(), paths(ex.iter().map(|e| &e.image).collect()))
         }
         TaskKind::Retrieval => {
             let s = karpathy_split(&dir, split)?;
             let r = KarpathySource::suite(&dir, s).read(strict)?.examples;
-            (r.images.len(), paths(r.images.iter().collect()))
+            plain(r.images.len(), paths(r.images.iter().collect()))
         }
         TaskKind::Nlvr2 => {
             let ex = Nlvr2Source::suite(&dir, split).read(strict)?.examples;
             let imgs = ex.iter().flat_map(|e| [&e.left, &e.right]).collect();
-            (ex.len(), paths(imgs))
+            plain(ex.len(), paths(imgs))
         }
         TaskKind::ImageCls => {
-            let s = read_image_folder(&dir.join(split), &image_folder_options(&dir)?)?.examples;
-            (
+            // Our suites always list the classes, so labels mean the same in every split.
+            let opts = ImageFolderOptions {
+                classes: Some(read_classes(&dir.join("classes.txt"))?),
+                allow_empty_class: true,
+                ..Default::default()
+            };
+            let s = read_image_folder(&dir.join(split), &opts)?.examples;
+            plain(
                 s.examples.len(),
                 paths(s.examples.iter().map(|e| &e.image).collect()),
             )
         }
         TaskKind::TextCls => {
-            let s = read_text_cls(&dir.join(format!("{split}.jsonl")), None, strict)?.examples;
-            (s.examples.len(), vec![])
+            let labels = read_classes(&dir.join("classes.txt"))?;
+            let file = dir.join(format!("{split}.jsonl"));
+            let s = read_text_cls(&file, Some(&labels), strict)?.examples;
+            plain(s.examples.len(), vec![])
         }
         TaskKind::Segmentation => {
             let s = read_segmentation(&dir, split, strict)?.examples;
-            let mut imgs = paths(s.examples.iter().map(|e| &e.image).collect());
-            imgs.extend(s.examples.iter().map(|e| e.mask.clone()));
-            (s.examples.len(), imgs)
+            Opened {
+                examples: s.examples.len(),
+                images: vec![],
+                classes: s.classes.len(),
+                masks: s.examples,
+            }
         }
     })
 }
 
-/// Our suites list an image-classification task's classes in `classes.txt`, so labels mean
-/// the same in every split even when a small class is missing from one; without the file, the
-/// subfolders of each split are the classes.
-pub fn image_folder_options(task_root: &Path) -> Result<ImageFolderOptions> {
-    let list = task_root.join("classes.txt");
-    Ok(if list.exists() {
-        ImageFolderOptions {
-            classes: Some(read_classes(&list)?),
-            allow_empty_class: true,
-            ..Default::default()
-        }
-    } else {
-        ImageFolderOptions::default()
-    })
+/// Checks `equivalent_captions.json` against the groups the task's `dataset.json` implies.
+fn check_equivalent(dir: &Path) -> Result<()> {
+    let file: KarpathyFile = read_json(&dir.join("dataset.json"))?;
+    let path = dir.join("equivalent_captions.json");
+    let listed = read_equivalent(&path)?;
+    let want = equivalent_groups_of(&file.images);
+    if listed != want {
+        let first = want
+            .iter()
+            .zip(&listed)
+            .position(|(a, b)| a != b)
+            .unwrap_or(want.len().min(listed.len()));
+        return Err(DataError::BadRecord {
+            path,
+            record: format!("group {first}"),
+            reason: format!(
+                "lists {} groups; dataset.json has {} captions shared by two or more images \
+                 (first difference at group {first})",
+                listed.len(),
+                want.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn karpathy_split(dir: &Path, split: &str) -> Result<KarpathySplit> {

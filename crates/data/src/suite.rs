@@ -5,17 +5,18 @@
 //! Layout of each task kind inside its folder (`TaskEntry::root`, relative to the suite):
 //! - `vqa`: `questions_<split>.json` and `annotations_<split>.json` (VQA v2 format),
 //!   images `images/<split>/<image_id:012>.png`; `answers.json`, the answer vocabulary.
-//! - `retrieval` / `captions`: `dataset.json` (Karpathy format; `filepath` is the image
+//! - `retrieval`: `dataset.json` (Karpathy format; `filepath` is the image
 //!   folder relative to the task root) and `equivalent_captions.json` (see
 //!   `formats::captions`).
 //! - `nlvr2`: `<split>.json` (NLVR2 JSON Lines), images `images/<split>/<prefix>-img{0,1}.png`.
 //! - `image_cls`: `<split>/<class>/<name>.png`, and `classes.txt` (class names in label
 //!   order; a small class may be missing from a split).
-//! - `text_cls`: `<split>.jsonl` (`text`, `label`).
+//! - `text_cls`: `<split>.jsonl` (`text`, `label`), and `classes.txt` (labels in order).
 //! - `segmentation`: `<split>/images/<stem>.png`, `<split>/masks/<stem>.png`, `classes.txt`.
 //!
-//! The synthetic suite also writes, beside every image task, `scenes/<split>.json` (each
-//! scene's objects) and `scenes/masks/`, so that every answer can be recomputed.
+//! The synthetic suite also writes, in every image task, `scenes/<split>.json` (each scene's
+//! objects) and, where the task has no masks of its own (all but segmentation), the masks in
+//! `scenes/masks/`, so that every answer can be recomputed from the pixels.
 
 use std::collections::BTreeMap;
 
@@ -83,6 +84,11 @@ pub struct Source {
     /// The registry package it came from, with version, e.g. `deb:tuxpaint-stamps-default=2022.06.04-1`.
     pub package: String,
     pub licence: String,
+}
+
+/// The text of `classes.txt`: one class name per line, line number = label index.
+pub fn class_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().flat_map(|n| [n, "\n"]).collect()
 }
 
 /// The three splits our built suites have, in the order they are written.

@@ -1675,3 +1675,48 @@ fn suite_constructors_follow_the_suite_layout() {
     );
     assert_eq!(v.image_dir, Path::new("task/images/val"));
 }
+
+#[test]
+fn chance_recall_and_groups_count_shared_captions() {
+    use mmerge_data::formats::captions::{
+        KarpathyImage, KarpathySentence, chance_recall, equivalent_groups_of,
+    };
+    let img = |id: u64, split: &str, caps: &[&str]| KarpathyImage {
+        filepath: None,
+        filename: format!("{id}.png"),
+        imgid: id,
+        split: split.into(),
+        sentences: caps
+            .iter()
+            .map(|c| KarpathySentence {
+                tokens: vec![],
+                raw: c.to_string(),
+                imgid: id,
+                sentid: id,
+            })
+            .collect(),
+        sentids: vec![id],
+        cocoid: None,
+    };
+    // Test split: N = 4 images; "A red" is shared by images 0 and 1 (h = 2), the others h = 1.
+    let images = vec![
+        img(0, "test", &["a red"]),
+        img(1, "test", &["A  red"]),
+        img(2, "test", &["b"]),
+        img(3, "test", &["c"]),
+        img(4, "train", &["b"]),
+    ];
+    // R@1: (2/4 + 2/4 + 1/4 + 1/4) / 4 = 0.375.
+    assert!((chance_recall(&images, "test", 1) - 0.375).abs() < 1e-12);
+    // R@2: h = 2 misses both with (2/4)(1/3) = 1/6, h = 1 with (3/4)(2/3) = 1/2:
+    // (5/6 + 5/6 + 1/2 + 1/2) / 4 = 2/3.
+    assert!((chance_recall(&images, "test", 2) - 2.0 / 3.0).abs() < 1e-12);
+    assert!((chance_recall(&images, "test", 4) - 1.0).abs() < 1e-12);
+    // Groups span splits ("b" in test and train), keyed by the normalised caption.
+    let groups = equivalent_groups_of(&images);
+    let got: Vec<(&str, &[u64])> = groups
+        .iter()
+        .map(|g| (g.caption.as_str(), g.images.as_slice()))
+        .collect();
+    assert_eq!(got, [("a red", &[0u64, 1][..]), ("b", &[2, 4][..])]);
+}

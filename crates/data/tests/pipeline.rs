@@ -253,3 +253,26 @@ fn loader_stops_at_the_first_error_and_can_be_dropped_early() {
     assert_eq!(it.next().unwrap().unwrap().examples, vec![0, 1, 2, 3]);
     drop(it); // must not hang with the producer blocked on a full queue
 }
+
+#[test]
+fn a_panicking_load_function_is_an_error_not_a_short_epoch() {
+    let load = Arc::new(|x: &u32, _: &mut ChaCha8Rng| {
+        assert!(*x != 5, "item five is broken");
+        Ok(*x)
+    });
+    let cfg = LoaderConfig {
+        batch_size: 2,
+        seed: 0,
+        shuffle: false,
+        drop_last: false,
+        prefetch: 0,
+    };
+    let l = Loader::new((0..10u32).collect(), load, cfg, Some(1)).unwrap();
+    let got: Vec<_> = l.epoch(0).collect();
+    assert_eq!(got.len(), 3, "batches [0,1], [2,3], then the error");
+    let err = got[2].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("panicked") && err.contains("item five is broken"),
+        "{err}"
+    );
+}

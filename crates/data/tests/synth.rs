@@ -1085,6 +1085,10 @@ fn small_scale_on_two_threads() {
     let start = std::time::Instant::now();
     run(&SynthConfig::new(0, Scale::Small), &out, 2);
     let secs = start.elapsed().as_secs_f64();
+    assert!(
+        secs < 60.0,
+        "small scale took {secs:.1} s; the target is under a minute"
+    );
     let files = all_files(&out);
     let masks = files
         .keys()

@@ -597,3 +597,60 @@ pub fn read_equivalent(path: &Path) -> Result<Vec<EquivalentGroup>> {
     }
     Ok(groups)
 }
+
+/// The groups of images (by `imgid`, sorted) that share a caption (by [`caption_key`]), over
+/// every split of a Karpathy file, sorted by caption: what a suite's
+/// `equivalent_captions.json` holds.
+pub fn equivalent_groups_of(images: &[KarpathyImage]) -> Vec<EquivalentGroup> {
+    let mut by_key: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>> =
+        std::collections::BTreeMap::new();
+    for im in images {
+        for s in &im.sentences {
+            by_key
+                .entry(caption_key(&s.raw))
+                .or_default()
+                .insert(im.imgid);
+        }
+    }
+    by_key
+        .into_iter()
+        .filter(|(_, ids)| ids.len() >= 2)
+        .map(|(caption, ids)| EquivalentGroup {
+            caption,
+            images: ids.into_iter().collect(),
+        })
+        .collect()
+}
+
+/// The text-to-image recall@k of a random ranking of the `split` images, when every image of
+/// the split with the same caption counts as a hit: the mean over the split's captions of
+/// 1 − C(N − h, k) / C(N, k), N images, h hits. (1/N when no caption is shared.)
+pub fn chance_recall(images: &[KarpathyImage], split: &str, k: usize) -> f64 {
+    let in_split: Vec<&KarpathyImage> = images.iter().filter(|i| i.split == split).collect();
+    let n = in_split.len();
+    let mut hits: HashMap<String, usize> = HashMap::new();
+    for im in &in_split {
+        let keys: HashSet<String> = im.sentences.iter().map(|s| caption_key(&s.raw)).collect();
+        for key in keys {
+            *hits.entry(key).or_default() += 1;
+        }
+    }
+    // P(no hit in the top k) = Π_{j<k} (N − h − j) / (N − j).
+    let miss = |h: usize| -> f64 {
+        (0..k.min(n)).fold(1.0, |p, j| {
+            if n - j == 0 || n < h + j {
+                0.0
+            } else {
+                p * (n - h - j) as f64 / (n - j) as f64
+            }
+        })
+    };
+    let (mut sum, mut count) = (0.0, 0usize);
+    for im in &in_split {
+        for s in &im.sentences {
+            sum += 1.0 - miss(hits[&caption_key(&s.raw)]);
+            count += 1;
+        }
+    }
+    if count == 0 { 0.0 } else { sum / count as f64 }
+}

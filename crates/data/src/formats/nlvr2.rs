@@ -6,8 +6,8 @@
 //! Deviations: fields we do not use (`validation`, `extra_validations`, ...) are ignored;
 //! the label must be exactly `True` or `False` (any other spelling is a bad record); a
 //! repeated identifier is a bad record; blank lines are passed over. The images' extension
-//! is always `.png`, as in the official release (where some `.png` files hold JPEG data:
-//! [`crate::image::decode_rgb`] picks the decoder by extension, so those fail to decode).
+//! is always `.png`, as in the official release (where some `.png` files hold JPEG data;
+//! [`crate::image::decode_rgb`] picks the decoder from the bytes, so those decode too).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

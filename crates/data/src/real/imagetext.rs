@@ -146,13 +146,8 @@ pub fn write_images(suite: &SuiteDir, source: &Source, size: u32) -> Result<Vec<
 pub fn retrieval(suite: &SuiteDir, source: &Source) -> Result<TaskEntry> {
     let name = source.task("retrieval");
     let mut images = Vec::with_capacity(source.items.len());
-    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (i, it) in source.items.iter().enumerate() {
         let id = Source::image_id(i);
-        by_key
-            .entry(captions::caption_key(&it.caption))
-            .or_default()
-            .push(id);
         images.push(captions::KarpathyImage {
             filepath: Some("images".into()),
             filename: it.file.clone(),
@@ -168,13 +163,14 @@ pub fn retrieval(suite: &SuiteDir, source: &Source) -> Result<TaskEntry> {
             cocoid: None,
         });
     }
-    // Groups as `formats::captions` forms them: by `caption_key`, image ids sorted.
-    let mut equivalent: Vec<captions::EquivalentGroup> = by_key
-        .into_iter()
-        .filter(|(_, ids)| ids.len() >= 2)
-        .map(|(caption, images)| captions::EquivalentGroup { caption, images })
-        .collect();
-    equivalent.sort_by(|a, b| a.caption.cmp(&b.caption));
+    let equivalent = captions::equivalent_groups_of(&images);
+    let mut baselines = BTreeMap::new();
+    for k in [1, 5, 10] {
+        baselines.insert(
+            format!("chance_r{k}"),
+            captions::chance_recall(&images, "test", k),
+        );
+    }
     suite.write_json(
         &format!("{name}/dataset.json"),
         &captions::KarpathyFile {
@@ -183,11 +179,6 @@ pub fn retrieval(suite: &SuiteDir, source: &Source) -> Result<TaskEntry> {
         },
     )?;
     suite.write_json(&format!("{name}/equivalent_captions.json"), &equivalent)?;
-    let n_test = source.in_split(Split::Test).len();
-    let mut baselines = BTreeMap::new();
-    for k in [1, 5, 10] {
-        baselines.insert(format!("chance_r{k}"), fraction(k.min(n_test), n_test));
-    }
     Ok(TaskEntry {
         name: name.clone(),
         kind: TaskKind::Retrieval,

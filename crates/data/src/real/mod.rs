@@ -179,7 +179,10 @@ pub fn build(sources: &Path, out: &Path, force: bool, progress: bool) -> Result<
     let mut tasks = Vec::new();
 
     // Tux Paint stamps.
-    let (stamps, _without_image) = tuxpaint::load(&sources.join("tuxpaint"))?;
+    let (stamps, without_image) = tuxpaint::load(&sources.join("tuxpaint"))?;
+    if progress && without_image > 0 {
+        eprintln!("real-assets: tuxpaint: {without_image} captions have no image and are left out");
+    }
     let tux = imagetext::Source {
         name: "tuxpaint",
         title: "Tux Paint stamps",
@@ -283,7 +286,14 @@ pub fn build(sources: &Path, out: &Path, force: bool, progress: bool) -> Result<
 
     // Licences of the sources travel with the suite.
     let lic = sources.join("licences");
-    if lic.is_dir() {
+    if !lic.is_dir() {
+        return Err(DataError::Invalid {
+            what: format!("sources {}", sources.display()),
+            reason: "no licences/ folder; prepare the sources with datasets/build-real-assets"
+                .into(),
+        });
+    }
+    {
         let mut names = Vec::new();
         for e in io(&lic, std::fs::read_dir(&lic))? {
             let e = io(&lic, e)?;

@@ -98,10 +98,7 @@ pub fn link_or_copy(src: &Path, dst: &Path) -> Result<()> {
     io(dst, std::fs::copy(src, dst).map(|_| ()))
 }
 
-/// `classes.txt`: one class name per line, line number = label index.
-pub fn class_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    names.into_iter().flat_map(|n| [n, "\n"]).collect()
-}
+pub use crate::suite::class_list;
 
 /// Karpathy-style tokens: lower-cased runs of letters and digits.
 pub fn tokens(text: &str) -> Vec<String> {

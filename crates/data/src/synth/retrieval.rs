@@ -3,7 +3,7 @@
 //! (`formats::captions::EquivalentGroup`, over all splits, ids = `imgid`) lists every caption
 //! that more than one image has.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use rand::Rng;
 use rand::seq::index;
@@ -12,9 +12,9 @@ use rand_chacha::ChaCha8Rng;
 use super::grammar::Claim;
 use super::scene::{Desc, Layout, Object, Rel, Scene, Spec, sample};
 use super::write::{Ctx, SceneRecord, Split, attempt};
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::formats::captions::{
-    EquivalentGroup, KarpathyFile, KarpathyImage, KarpathySentence, caption_key,
+    KarpathyFile, KarpathyImage, KarpathySentence, chance_recall, equivalent_groups_of,
 };
 use crate::suite::{TaskEntry, TaskKind};
 
@@ -209,23 +209,10 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
     for (split, scenes) in scenes_by_split {
         ctx.write_scenes(TASK, split, scenes)?;
     }
-    let mut by_caption: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
-    for im in &images {
-        for sent in &im.sentences {
-            by_caption
-                .entry(caption_key(&sent.raw))
-                .or_default()
-                .insert(im.imgid);
-        }
-    }
-    let groups: Vec<EquivalentGroup> = by_caption
-        .into_iter()
-        .filter(|(_, ids)| ids.len() >= 2)
-        .map(|(caption, ids)| EquivalentGroup {
-            caption,
-            images: ids.into_iter().collect(),
-        })
-        .collect();
+    let groups = equivalent_groups_of(&images);
+    let baselines: BTreeMap<String, f64> = [1, 5, 10]
+        .map(|k| (format!("chance_r{k}"), chance_recall(&images, "test", k)))
+        .into();
     ctx.suite
         .write_json(&format!("{TASK}/equivalent_captions.json"), &groups)?;
     ctx.write_compact(
@@ -235,11 +222,6 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             dataset: "synthetic".into(),
         },
     )?;
-    let test = *counts.get("test").ok_or_else(|| DataError::Invalid {
-        what: "retrieval".into(),
-        reason: "internal: no test split".into(),
-    })?;
-    let baselines = BTreeMap::from([("chance".to_string(), 1.0 / test.max(1) as f64)]);
     Ok(TaskEntry {
         name: TASK.into(),
         kind: TaskKind::Retrieval,
@@ -248,7 +230,8 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         baselines,
         description: format!(
             "image-text retrieval; {CAPTIONS} captions per image; captions shared by several images \
-             are listed in equivalent_captions.json (chance = R@1 of a random image)"
+             are listed in equivalent_captions.json (chance_rK = text-to-image R@K of a random \
+             ranking, counting every image with the same caption as a hit)"
         ),
     })
 }

@@ -14,7 +14,7 @@ use super::scene::{Colour, Desc, Spec, sample};
 use super::write::{Ctx, Prior, Split, attempt, balanced};
 use crate::error::Result;
 use crate::formats::text_cls::Record;
-use crate::suite::{TaskEntry, TaskKind};
+use crate::suite::{TaskEntry, TaskKind, class_list};
 
 fn write_task(
     ctx: &Ctx,
@@ -41,6 +41,10 @@ fn write_task(
         counts.insert(split.name().to_string(), n);
         splits.push(records);
     }
+    ctx.suite.write(
+        &format!("{task}/classes.txt"),
+        class_list(labels.iter().map(String::as_str)).as_bytes(),
+    )?;
     fn pairs(r: &[Record]) -> Vec<(&str, &str)> {
         r.iter().map(|r| ("", r.label.as_str())).collect()
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use super::scene::{Desc, Shape, Spec, sample};
 use super::write::{Ctx, Prior, SceneRecord, Split, attempt, balanced};
 use crate::error::Result;
-use crate::suite::{TaskEntry, TaskKind};
+use crate::suite::{TaskEntry, TaskKind, class_list};
 
 /// Writes one image task; `spec(label)` says what a scene of that class looks like, `paths`
 /// gives (image, mask) relative to the task folder for (split, class name, index).
@@ -115,13 +115,11 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
          majority = pixel accuracy of predicting background everywhere",
     )?;
     seg.baselines = BTreeMap::from([("majority".to_string(), background)]);
-    let mut classes = String::from("background\n");
-    for s in Shape::ALL {
-        classes.push_str(s.name());
-        classes.push('\n');
-    }
-    ctx.suite
-        .write("segmentation/classes.txt", classes.as_bytes())?;
+    let seg_classes = std::iter::once("background").chain(Shape::ALL.iter().map(|s| s.name()));
+    ctx.suite.write(
+        "segmentation/classes.txt",
+        class_list(seg_classes).as_bytes(),
+    )?;
 
     let shapes: Vec<String> = Shape::ALL.iter().map(|s| s.name().to_string()).collect();
     let (shape, _) = write_task(
@@ -161,5 +159,11 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
         },
         "how many objects the image shows",
     )?;
+    for (task, classes) in [("shape_cls", &shapes), ("count_cls", &numbers)] {
+        ctx.suite.write(
+            &format!("{task}/classes.txt"),
+            class_list(classes.iter().map(String::as_str)).as_bytes(),
+        )?;
+    }
     Ok(vec![seg, shape, count])
 }
