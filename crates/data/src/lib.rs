@@ -15,5 +15,6 @@ pub mod suite;
 pub mod synth;
 pub mod tokenize;
 pub mod transform;
+pub mod wordpiece;
 
 pub use error::{DataError, Result};

@@ -64,21 +64,16 @@ impl Tokenizer {
         Self::wrap(inner, Some(path.to_path_buf()))
     }
 
-    /// Builds a lower-casing BERT WordPiece tokenizer whose vocabulary comes from `texts`:
-    /// the special tokens, every character seen (word-initial and `##`-continuation, in code
-    /// point order), then whole words seen at least `min_frequency` times, most frequent first
-    /// (ties by text), up to `vocab_size` entries. Words not in the vocabulary are split into
-    /// characters by WordPiece's greedy longest match.
-    ///
-    /// Deviation: the `tokenizers` crate's own WordPiece trainer also learns sub-word merges,
-    /// but its result depends on hash-map order (two trainings on the same text gave different
-    /// vocabularies), and a suite's vocabulary must be the same for the same seed.
+    /// Trains a lower-casing BERT WordPiece tokenizer on `texts`: at most `vocab_size`
+    /// entries (the special tokens, every character seen, then sub-words learned by BPE merges
+    /// that occur at least `min_frequency` times; see [`crate::wordpiece`]). The result
+    /// depends only on the texts and their order.
     pub fn train_wordpiece<I, S>(texts: I, vocab_size: usize, min_frequency: u64) -> Result<Self>
     where
         I: Iterator<Item = S>,
         S: AsRef<str>,
     {
-        use std::collections::{BTreeMap, BTreeSet};
+        use std::collections::BTreeMap;
         use tokenizers::{
             NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString,
             PreTokenizer,
@@ -99,18 +94,8 @@ impl Tokenizer {
                 *words.entry(w.to_string()).or_default() += 1;
             }
         }
-        let mut chars: BTreeSet<String> = BTreeSet::new();
-        for w in words.keys() {
-            for (i, c) in w.chars().enumerate() {
-                chars.insert(if i == 0 {
-                    c.to_string()
-                } else {
-                    format!("##{c}")
-                });
-            }
-        }
-        let mut vocab: Vec<String> = SPECIAL_TOKENS.iter().map(|t| t.to_string()).collect();
-        vocab.extend(chars);
+        let vocab =
+            crate::wordpiece::learn_vocab(&words, &SPECIAL_TOKENS, vocab_size, min_frequency);
         if vocab.len() > vocab_size {
             return Err(DataError::Invalid {
                 what: "vocab_size".into(),
@@ -120,13 +105,6 @@ impl Tokenizer {
                 ),
             });
         }
-        let mut by_count: Vec<(&String, &u64)> = words
-            .iter()
-            .filter(|(w, c)| **c >= min_frequency && w.chars().count() > 1)
-            .collect();
-        by_count.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        let room = vocab_size - vocab.len();
-        vocab.extend(by_count.into_iter().take(room).map(|(w, _)| w.clone()));
         let ids: serde_json::Map<String, serde_json::Value> = vocab
             .iter()
             .enumerate()

@@ -44,17 +44,21 @@ fn trained_wordpiece_is_deterministic_and_bert_shaped() {
         tok.tokens("A Red circle!").unwrap(),
         ["[CLS]", "a", "red", "circle", "[UNK]", "[SEP]"]
     );
-    // Whole words by frequency after the characters; an unseen word is spelled in pieces, and
-    // one with an unseen character becomes [UNK].
+    // An unseen word is cut into learned sub-words ("##are" from "square"), and one with an
+    // unseen character becomes [UNK].
     assert_eq!(
         tok.tokens("bare").unwrap(),
-        ["[CLS]", "b", "##a", "##r", "##e", "[SEP]"]
+        ["[CLS]", "b", "##are", "[SEP]"]
     );
     assert_eq!(tok.tokens("zebra").unwrap(), ["[CLS]", "[UNK]", "[SEP]"]);
-    let small = Tokenizer::train_wordpiece(CORPUS.iter(), 40, 1).unwrap();
-    assert_eq!(small.vocab_size(), 40);
-    // The most frequent multi-letter words come first: "red" (4), then "blue"/"circle"/"square" (3).
-    assert!(small.token_id("red").is_some() && small.token_id("blue").is_some());
+    // A small vocabulary stops merging at its size: frequent words are whole, rarer ones in
+    // pieces.
+    let small = Tokenizer::train_wordpiece(CORPUS.iter(), 51, 1).unwrap();
+    assert_eq!(small.vocab_size(), 51);
+    let red = small.tokens("red").unwrap();
+    let above = small.tokens("above").unwrap();
+    assert_eq!(red, ["[CLS]", "red", "[SEP]"]);
+    assert!(above.len() > 3, "{above:?}");
     assert!(Tokenizer::train_wordpiece(CORPUS.iter(), 10, 1).is_err());
 }
 
