@@ -176,6 +176,46 @@ fn real_asset_suite() {
         assert_eq!(img.dimensions(), (side, side), "{}", p.display());
     }
     say(&format!("real_assets: {} PNG files decoded", all.len()));
+
+    // The same sources give the same bytes, also on one thread.
+    let again = tmp.path().join("again");
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| real::build(&src, &again, true, false))
+        .unwrap();
+    let (a, b) = (files(&out), files(&again));
+    assert_eq!(
+        a.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        b.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name} differs between two builds");
+    }
+    say(&format!(
+        "real_assets: {} files identical in a second build",
+        a.len()
+    ));
+}
+
+/// Every file below `root`: (relative path, bytes), sorted by path.
+fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Every split of every task reads back, strictly, with the crate's own readers, with the
