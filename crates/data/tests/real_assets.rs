@@ -19,6 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod common;
+
+use common::{all_files, read_json, read_jsonl};
 use mmerge_data::formats::image_folder::{ImageFolderOptions, read_image_folder};
 use mmerge_data::formats::text_cls::read_text_cls;
 use mmerge_data::formats::{ReadOptions, captions, nlvr2, text_cls, vqa};
@@ -44,19 +47,6 @@ fn sources() -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> T {
-    serde_json::from_slice(&std::fs::read(p).unwrap())
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Vec<T> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .collect()
 }
 
 fn pngs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -185,37 +175,15 @@ fn real_asset_suite() {
         .unwrap()
         .install(|| real::build(&src, &again, true, false))
         .unwrap();
-    let (a, b) = (files(&out), files(&again));
-    assert_eq!(
-        a.iter().map(|f| &f.0).collect::<Vec<_>>(),
-        b.iter().map(|f| &f.0).collect::<Vec<_>>()
-    );
-    for ((name, x), (_, y)) in a.iter().zip(&b) {
-        assert!(x == y, "{name} differs between two builds");
+    let (a, b) = (all_files(&out), all_files(&again));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for ((name, x), y) in a.iter().zip(b.values()) {
+        assert!(x == y, "{} differs between two builds", name.display());
     }
     say(&format!(
         "real_assets: {} files identical in a second build",
         a.len()
     ));
-}
-
-/// Every file below `root`: (relative path, bytes), sorted by path.
-fn files(root: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every split of every task reads back, strictly, with the crate's own readers, with the

@@ -4,8 +4,11 @@
 //! independently, from the mask and image pixels), the text-only priors, and bad input.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+mod common;
+
+use common::{all_files, read_json, read_jsonl};
 use mmerge_data::DataError;
 use mmerge_data::formats::{captions, nlvr2, text_cls, vqa};
 use mmerge_data::suite::{Manifest, TaskKind};
@@ -23,39 +26,6 @@ fn run(cfg: &SynthConfig, out: &Path, threads: usize) -> Manifest {
         .build()
         .unwrap();
     pool.install(|| generate(cfg, out, false, false)).unwrap()
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> T {
-    let bytes = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Vec<T> {
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: {e}: {l}", p.display())))
-        .collect()
-}
-
-/// Every file under `root`, relative path → bytes.
-fn all_files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.insert(
-                    p.strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
-            }
-        }
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
