@@ -222,10 +222,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
     for split in Split::ALL {
         let s = split.name();
         let sentences = sizes[split.index()] / 2;
-        ctx.mkdirs(&[
-            format!("{TASK}/images/{s}"),
-            format!("{TASK}/scenes/masks/{s}"),
-        ])?;
+        ctx.image_dirs(TASK, s)?;
         let mut split_rng = ctx.split_rng(TASK, split);
         let plan = balanced(sentences, temps.len(), &mut split_rng);
         let pairs = ctx.par(sentences, |i| {

@@ -154,10 +154,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
     for split in Split::ALL {
         let s = split.name();
         let n = sizes[split.index()];
-        ctx.mkdirs(&[
-            format!("{TASK}/images/{s}"),
-            format!("{TASK}/scenes/masks/{s}"),
-        ])?;
+        ctx.image_dirs(TASK, s)?;
         let base = next;
         let items = ctx.par(n, |i| {
             let mut rng = ctx.rng(TASK, split, i);

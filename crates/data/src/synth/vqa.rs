@@ -181,10 +181,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
     for split in Split::ALL {
         let s = split.name();
         let n = sizes[split.index()];
-        ctx.mkdirs(&[
-            format!("{TASK}/images/{s}"),
-            format!("{TASK}/scenes/masks/{s}"),
-        ])?;
+        ctx.image_dirs(TASK, s)?;
         let plan = balanced(n, forms.len(), &mut ctx.split_rng(TASK, split));
         let base = next_id;
         let items = ctx.par(n, |i| {

@@ -139,6 +139,14 @@ impl<'a> Ctx<'a> {
         Ok(m.iter().filter(|&&v| v == 0).count())
     }
 
+    /// Creates the two folders [`Ctx::draw_in`] writes a split's images and masks into.
+    pub fn image_dirs(&self, task: &str, split: &str) -> Result<()> {
+        self.mkdirs(&[
+            format!("{task}/images/{split}"),
+            format!("{task}/scenes/masks/{split}"),
+        ])
+    }
+
     /// Draws `scene` as `<task>/images/<split>/<file>` with its mask at
     /// `<task>/scenes/masks/<split>/<file>`, and returns those two paths relative to the task.
     pub fn draw_in(
