@@ -13,13 +13,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn weights(name: &str) -> PathBuf {
-    let dir = mmerge_models::hf::fetched_weights(name);
-    assert!(
-        dir.is_dir(),
-        "{} is missing: run scripts/fetch-weights",
-        dir.display()
-    );
-    dir
+    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap()
 }
 
 /// Runs `mmerge encode`; the folder holding the output lives as long as the returned guard.
@@ -50,31 +44,10 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn text_encoding_matches_transformers() {
-    let model = weights("all-MiniLM-L6-v2");
-    let sentences = fixtures().join("minilm_sentences.txt");
-    let (_dir, got) = encode(&[
-        "--model".as_ref(),
-        model.as_os_str(),
-        "--text".as_ref(),
-        sentences.as_os_str(),
-    ]);
-    let gold = Checkpoint::open(fixtures().join("minilm_golden.safetensors")).unwrap();
-    assert_eq!(
-        got.bytes("attention_mask").unwrap(),
-        gold.bytes("attention_mask").unwrap()
-    );
-    let err = max_abs(
-        &got.read_f32("mean_pooled").unwrap(),
-        &gold.read_f32("mean_pooled").unwrap(),
-    );
-    assert!(err < 1e-4, "{err:e}");
-}
-
-#[test]
-fn tokenization_matches_transformers() {
-    // The model's own tokenizer.json pads to 128 by default; encode must undo that and give
-    // transformers' ids, padded to the longest sentence.
+fn text_encoding_and_token_ids_match_transformers() {
+    // One encode run serves both checks. The model's own tokenizer.json pads to 128 by
+    // default; encode must undo that and give transformers' ids, padded to the longest
+    // sentence, and the same embeddings.
     let model = weights("all-MiniLM-L6-v2");
     let sentences = fixtures().join("minilm_sentences.txt");
     let (_dir, got) = encode(&[
@@ -92,6 +65,15 @@ fn tokenization_matches_transformers() {
         got.bytes("input_ids").unwrap(),
         gold.bytes("input_ids").unwrap()
     );
+    assert_eq!(
+        got.bytes("attention_mask").unwrap(),
+        gold.bytes("attention_mask").unwrap()
+    );
+    let err = max_abs(
+        &got.read_f32("mean_pooled").unwrap(),
+        &gold.read_f32("mean_pooled").unwrap(),
+    );
+    assert!(err < 1e-4, "{err:e}");
 }
 
 #[test]

@@ -62,6 +62,18 @@ pub fn fetched_weights(name: &str) -> std::path::PathBuf {
     cache.join("weights").join(name)
 }
 
+/// [`fetched_weights`] for a model that must be there: the folder, or an error naming the
+/// missing `file` in it and the script that fetches it.
+pub fn require_fetched(name: &str, file: &str) -> crate::Result<std::path::PathBuf> {
+    let dir = fetched_weights(name);
+    let path = dir.join(file);
+    if path.is_file() {
+        Ok(dir)
+    } else {
+        Err(crate::CoreError::NotFetched { path })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

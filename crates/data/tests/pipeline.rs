@@ -97,12 +97,9 @@ fn batches_pad_to_longest_or_fixed_and_truncate_keeping_sep() {
 
 #[test]
 fn minilm_tokenizer_json_loads_without_its_fixed_padding() {
-    let path = mmerge_core::hub::fetched_weights("all-MiniLM-L6-v2").join("tokenizer.json");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/fetch-weights (scripts/test does)",
-        path.display()
-    );
+    let path = mmerge_core::hub::require_fetched("all-MiniLM-L6-v2", "tokenizer.json")
+        .unwrap()
+        .join("tokenizer.json");
     let tok = Tokenizer::load(&path).unwrap();
     assert_eq!(tok.vocab_size(), 30522);
     // bert-base-uncased ids of "A man is eating food.".

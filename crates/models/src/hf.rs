@@ -156,8 +156,6 @@ impl HfConfig {
     }
 }
 
-pub use mmerge_core::hub::fetched_weights;
-
 /// ImageNet channel means and standard deviations, the normalisation of the ViT and DINOv2
 /// image processors.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

@@ -18,13 +18,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn weights(name: &str) -> PathBuf {
-    let dir = mmerge_models::hf::fetched_weights(name);
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} is missing: run scripts/fetch-weights",
-        dir.display()
-    );
-    dir
+    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap()
 }
 
 fn tensor(ck: &Checkpoint, name: &str) -> Tensor {
