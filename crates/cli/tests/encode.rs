@@ -13,7 +13,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn weights(name: &str) -> PathBuf {
-    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap()
+    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `mmerge encode`; the folder holding the output lives as long as the returned guard.

@@ -98,7 +98,7 @@ fn batches_pad_to_longest_or_fixed_and_truncate_keeping_sep() {
 #[test]
 fn minilm_tokenizer_json_loads_without_its_fixed_padding() {
     let path = mmerge_core::hub::require_fetched("all-MiniLM-L6-v2", "tokenizer.json")
-        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
         .join("tokenizer.json");
     let tok = Tokenizer::load(&path).unwrap();
     assert_eq!(tok.vocab_size(), 30522);

@@ -18,7 +18,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn weights(name: &str) -> PathBuf {
-    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap()
+    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn tensor(ck: &Checkpoint, name: &str) -> Tensor {
