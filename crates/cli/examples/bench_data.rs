@@ -22,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mmerge_data::batch::{Batch, Loader, LoaderConfig};
-use mmerge_data::formats::captions::KarpathyFile;
+use mmerge_data::check::read_manifest;
+use mmerge_data::formats::ReadOptions;
+use mmerge_data::formats::captions::{KarpathySource, KarpathySplit};
 use mmerge_data::image::ImageRef;
-use mmerge_data::suite::{Manifest, TaskKind};
+use mmerge_data::suite::TaskKind;
 use mmerge_data::tokenize::{Padding, Tokenizer};
 use mmerge_data::transform::{Augment, ImageTransform, Normalize};
 use mmerge_models::config::{MultiwayConfig, Sharing};
@@ -50,25 +52,22 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 fn pairs(suite: &std::path::Path) -> anyhow::Result<Vec<(ImageRef, String)>> {
-    let manifest_path = suite.join("suite.json");
-    let manifest: Manifest = serde_json::from_slice(
-        &std::fs::read(&manifest_path).with_context(|| manifest_path.display().to_string())?,
-    )?;
+    let manifest = read_manifest(suite)?;
     let task = manifest
         .tasks
         .iter()
         .find(|t| t.kind == TaskKind::Retrieval)
         .context("the suite has no retrieval task")?;
     let root = suite.join(&task.root);
-    let file: KarpathyFile = serde_json::from_slice(&std::fs::read(root.join("dataset.json"))?)?;
+    let split = KarpathySource::suite(&root, KarpathySplit::Train)
+        .read(ReadOptions::STRICT)?
+        .examples;
+    // The first caption of every image.
+    let mut seen = vec![false; split.images.len()];
     let mut out = vec![];
-    for img in file.images.iter().filter(|i| i.split == "train") {
-        let dir = img
-            .filepath
-            .as_deref()
-            .map_or(root.clone(), |f| root.join(f));
-        if let Some(s) = img.sentences.first() {
-            out.push((ImageRef::new(dir.join(&img.filename)), s.raw.clone()));
+    for (caption, &i) in split.captions.iter().zip(&split.caption_image) {
+        if !std::mem::replace(&mut seen[i], true) {
+            out.push((split.images[i].clone(), caption.clone()));
         }
     }
     if out.is_empty() {

@@ -54,11 +54,7 @@ pub fn load_image(path: &Path, size: u32) -> anyhow::Result<Tensor> {
     let img = image::open(path)
         .with_context(|| format!("decoding {}", path.display()))?
         .to_rgb8();
-    let img = if img.dimensions() == (size, size) {
-        img
-    } else {
-        image::imageops::resize(&img, size, size, image::imageops::FilterType::Triangle)
-    };
+    let img = mmerge_data::transform::resize(&img, size);
     Ok(hf::pixels_from_rgb(
         &img.into_raw(),
         i64::from(size),
