@@ -4,11 +4,15 @@
 //!
 //! This crate knows nothing of tch modules or training: a merge works on names and tensors.
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod dtype;
 pub mod error;
+pub mod hash;
 pub mod header;
 pub mod hub;
+pub mod imagenet;
+pub mod json;
 pub mod keys;
 pub mod select;
 pub mod writer;

@@ -6,10 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::atomic::AtomicDir;
 use crate::checkpoint::{INDEX_FILE, SINGLE_FILE};
 use crate::dtype::Dtype;
 use crate::error::{CoreError, Result};
@@ -49,13 +51,12 @@ struct Slot {
 /// An output checkpoint being written (see the module docs).
 #[derive(Debug)]
 pub struct CheckpointWriter {
-    out: PathBuf,
+    /// The folder being filled; renamed into place by [`CheckpointWriter::finish`].
+    dir: AtomicDir,
     tmp: PathBuf,
-    force: bool,
     files: Vec<(String, File)>,
     slots: HashMap<String, Slot>,
     total_bytes: usize,
-    finished: bool,
 }
 
 fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T> {
@@ -72,32 +73,13 @@ impl CheckpointWriter {
         max_shard_bytes: usize,
         force: bool,
     ) -> Result<Self> {
-        if out.exists() && !force {
-            return Err(CoreError::OutputExists {
-                path: out.to_path_buf(),
-            });
-        }
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.mmerge-tmp-{}", std::process::id()));
-        if tmp.exists() {
-            io(&tmp, std::fs::remove_dir_all(&tmp))?;
-        }
-        io(&tmp, std::fs::create_dir_all(&tmp))?;
+        let dir = AtomicDir::create(out, force)?;
         let mut w = CheckpointWriter {
-            out: out.to_path_buf(),
-            tmp,
-            force,
+            tmp: dir.path().to_path_buf(),
+            dir,
             files: Vec::new(),
             slots: HashMap::new(),
             total_bytes: 0,
-            finished: false,
         };
         w.lay_out(tensors, max_shard_bytes.max(1))?;
         Ok(w)
@@ -230,7 +212,7 @@ impl CheckpointWriter {
     ///
     /// The rename makes the output appear whole or not at all to every process. The data is
     /// not fsynced (like mergekit, and `cp`): after a power failure, run the merge again.
-    pub fn finish(mut self) -> Result<PathBuf> {
+    pub fn finish(self) -> Result<PathBuf> {
         let mut missing: Vec<_> = self
             .slots
             .iter()
@@ -256,29 +238,7 @@ impl CheckpointWriter {
             let text = serde_json::to_string_pretty(&index).unwrap_or_default();
             self.write_file(INDEX_FILE, text.as_bytes())?;
         }
-        if self.out.exists() {
-            if !self.force {
-                return Err(CoreError::OutputExists {
-                    path: self.out.clone(),
-                });
-            }
-            let old = self.tmp.with_extension("old");
-            io(&self.out, std::fs::rename(&self.out, &old))?;
-            io(&self.out, std::fs::rename(&self.tmp, &self.out))?;
-            io(&old, std::fs::remove_dir_all(&old))?;
-        } else {
-            io(&self.out, std::fs::rename(&self.tmp, &self.out))?;
-        }
-        self.finished = true;
-        Ok(self.out.clone())
-    }
-}
-
-impl Drop for CheckpointWriter {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
+        self.dir.finish()
     }
 }
 
@@ -299,24 +259,37 @@ pub fn write_file(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)])
     }
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     let (head, _, _) = header::serialize(&entries, Some(&meta));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.mmerge-tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::io::BufWriter::new(File::create(&tmp)?);
-        std::io::Write::write_all(&mut f, &head)?;
+    crate::atomic::write_atomic_with(path, |f| {
+        f.write_all(&head)?;
         for (_, _, _, b) in tensors {
-            std::io::Write::write_all(&mut f, b)?;
+            f.write_all(b)?;
         }
-        std::io::Write::flush(&mut f)?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CoreError::io(path, e)
+        Ok(())
     })
+}
+
+/// Writes a model folder (`model.safetensors`, or shards of at most `shard_bytes` with an
+/// index) from whole `f32` tensors given as (name, shape, values), stored as `dtype`, plus
+/// extra files (name, contents) such as `config.json`. Replaces an existing folder.
+pub fn write_model(
+    dir: &Path,
+    dtype: Dtype,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    shard_bytes: usize,
+    files: &[(&str, &[u8])],
+) -> Result<PathBuf> {
+    let outs: Vec<OutputTensor> = tensors
+        .iter()
+        .map(|(n, s, _)| OutputTensor::new(n.clone(), dtype, s.clone()))
+        .collect();
+    let w = CheckpointWriter::create(dir, &outs, shard_bytes, true)?;
+    for (n, _, v) in tensors {
+        w.write_f32(n, 0, v)?;
+    }
+    for (name, contents) in files {
+        w.write_file(name, contents)?;
+    }
+    w.finish()
 }
 
 #[cfg(test)]
