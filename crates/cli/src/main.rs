@@ -58,7 +58,7 @@ enum Command {
         /// Percentage of largest-magnitude coordinates kept by the truncated soft sign dissimilarity.
         #[arg(long, default_value_t = 20.0)]
         top_k: f64,
-        /// Print the full report as JSON (schema mmerge.distance/1, see crates/metrics/SCHEMA.md).
+        /// Print the full report as JSON (schema mmerge.distance/1, see crates/distance/SCHEMA.md).
         #[arg(long)]
         json: bool,
     },
@@ -249,12 +249,12 @@ pub(crate) fn distance(
     b: &std::path::Path,
     base: Option<&std::path::Path>,
     top_k: f64,
-) -> anyhow::Result<mmerge_metrics::DistanceReport> {
+) -> anyhow::Result<mmerge_distance::DistanceReport> {
     use mmerge_core::Checkpoint;
     let ca = Checkpoint::open(a)?;
     let cb = Checkpoint::open(b)?;
     let cbase = base.map(Checkpoint::open).transpose()?;
-    let opts = mmerge_metrics::DistanceOptions {
+    let opts = mmerge_distance::DistanceOptions {
         tssd_top_k_percent: top_k,
         ..Default::default()
     };
@@ -265,7 +265,7 @@ pub(crate) fn distance(
         bar.set_style(style);
     }
     let report =
-        mmerge_metrics::compare_with_progress(&ca, &cb, cbase.as_ref(), &opts, Some(&bar))?;
+        mmerge_distance::compare_with_progress(&ca, &cb, cbase.as_ref(), &opts, Some(&bar))?;
     bar.finish_and_clear();
     Ok(report)
 }

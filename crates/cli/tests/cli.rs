@@ -48,7 +48,7 @@ fn distance_json_follows_the_schema_and_matches_the_library() {
     let ca = mmerge_core::Checkpoint::open(&a).unwrap();
     let cb = mmerge_core::Checkpoint::open(&b).unwrap();
     let cw = mmerge_core::Checkpoint::open(&base).unwrap();
-    let lib = mmerge_metrics::compare(&ca, &cb, Some(&cw), &Default::default()).unwrap();
+    let lib = mmerge_distance::compare(&ca, &cb, Some(&cw), &Default::default()).unwrap();
     // serde_json's default float parser may differ from the printed value in the last bit.
     let want = lib.to_json();
     for (k, v) in want["aggregate"].as_object().unwrap() {

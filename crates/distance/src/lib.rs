@@ -23,6 +23,6 @@ pub use compare::{
     DistanceReport, LayerReport, Mode, SkippedTensor, TensorReport, compare, compare_with_progress,
 };
 pub use distance::{Accumulator, DistanceOptions, GroupStats, Metrics, TensorDistance};
-pub use error::{MetricsError, Result};
+pub use error::{DistanceError, Result};
 pub use report::SCHEMA;
 pub use stream::{PairSource, SlicePair, pair_distance, slice_distance};

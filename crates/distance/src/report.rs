@@ -25,7 +25,7 @@ fn insert_metrics(obj: &mut Map<String, Value>, m: &Metrics) {
 }
 
 impl DistanceReport {
-    /// The report as JSON, schema `mmerge.distance/1` (also in `crates/metrics/SCHEMA.md`):
+    /// The report as JSON, schema `mmerge.distance/1` (also in `crates/distance/SCHEMA.md`):
     ///
     /// ```text
     /// {

@@ -1,4 +1,4 @@
-//! The one error type of `mmerge-metrics`. Every variant that concerns a tensor names it and the
+//! The one error type of `mmerge-distance`. Every variant that concerns a tensor names it and the
 //! checkpoint(s) involved, so a user can act on the message alone.
 
 use std::path::PathBuf;
@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use mmerge_core::CoreError;
 
 /// Result alias for this crate.
-pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
+pub type Result<T, E = DistanceError> = std::result::Result<T, E>;
 
 /// Errors from computing weight distances.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
+pub enum DistanceError {
     /// Reading a checkpoint failed.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -69,6 +69,6 @@ pub enum MetricsError {
     #[error("invalid distance option: {0}")]
     InvalidOption(String),
     /// A broken internal invariant (a bug in this crate; please report it).
-    #[error("internal error in mmerge-metrics: {0}")]
+    #[error("internal error in mmerge-distance: {0}")]
     Internal(String),
 }

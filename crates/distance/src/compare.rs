@@ -11,7 +11,7 @@ use mmerge_core::{Checkpoint, Dtype};
 use rayon::prelude::*;
 
 use crate::distance::{DistanceOptions, GroupStats, TensorDistance};
-use crate::error::{MetricsError, Result};
+use crate::error::{DistanceError, Result};
 use crate::stream::{PairSource, pair_distance, subtract};
 
 /// What the distances are computed on.
@@ -143,13 +143,13 @@ impl PairSource for CheckpointPair<'_> {
 fn check_matches(a: &Checkpoint, other: &Checkpoint) -> Result<()> {
     for name in a.names() {
         let (ma, mo) = (a.require(name)?, other.meta(name));
-        let mo = mo.ok_or_else(|| MetricsError::MissingTensor {
+        let mo = mo.ok_or_else(|| DistanceError::MissingTensor {
             name: name.clone(),
             present: a.path().to_path_buf(),
             missing: other.path().to_path_buf(),
         })?;
         if ma.shape != mo.shape {
-            return Err(MetricsError::ShapeMismatch {
+            return Err(DistanceError::ShapeMismatch {
                 name: name.clone(),
                 path: a.path().to_path_buf(),
                 shape: ma.shape.clone(),
@@ -158,7 +158,7 @@ fn check_matches(a: &Checkpoint, other: &Checkpoint) -> Result<()> {
             });
         }
         if ma.dtype.is_float() != mo.dtype.is_float() {
-            return Err(MetricsError::KindMismatch {
+            return Err(DistanceError::KindMismatch {
                 name: name.clone(),
                 path: a.path().to_path_buf(),
                 dtype: ma.dtype.to_string(),
@@ -168,7 +168,7 @@ fn check_matches(a: &Checkpoint, other: &Checkpoint) -> Result<()> {
         }
     }
     if let Some(extra) = other.names().iter().find(|n| a.meta(n).is_none()) {
-        return Err(MetricsError::MissingTensor {
+        return Err(DistanceError::MissingTensor {
             name: extra.clone(),
             present: other.path().to_path_buf(),
             missing: a.path().to_path_buf(),

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use crate::distance::{
     Accumulator, DistanceOptions, SoftSignSums, TensorDistance, joint_magnitude, tssd_count,
 };
-use crate::error::{MetricsError, Result};
+use crate::error::{DistanceError, Result};
 
 /// A pair of equally long `f32` vectors that can be read by element range, from any thread.
 pub trait PairSource: Sync {
@@ -59,7 +59,7 @@ impl<'a> SlicePair<'a> {
             if got == a.len() {
                 Ok(())
             } else {
-                Err(MetricsError::LengthMismatch {
+                Err(DistanceError::LengthMismatch {
                     what,
                     got,
                     expected: a.len(),
@@ -234,7 +234,7 @@ pub fn pair_distance<S: PairSource + ?Sized>(
         select.end_pass();
     }
     let threshold = select.result().ok_or_else(|| {
-        MetricsError::Internal(format!("no top-{m} threshold among {d} magnitudes"))
+        DistanceError::Internal(format!("no top-{m} threshold among {d} magnitudes"))
     })?;
     let t = threshold.value.to_bits();
 

@@ -46,7 +46,7 @@
 //! global top-k over a whole model would let a few large-magnitude tensors (embeddings) take
 //! the whole budget.
 
-use crate::error::{MetricsError, Result};
+use crate::error::{DistanceError, Result};
 
 /// Default `k` of the truncated soft sign dissimilarity, in percent.
 pub const DEFAULT_TSSD_TOP_K_PERCENT: f64 = 20.0;
@@ -77,12 +77,12 @@ impl DistanceOptions {
     pub fn validate(&self) -> Result<()> {
         let k = self.tssd_top_k_percent;
         if !(k > 0.0 && k <= 100.0) {
-            return Err(MetricsError::InvalidOption(format!(
+            return Err(DistanceError::InvalidOption(format!(
                 "tssd_top_k_percent must be in (0, 100], got {k}"
             )));
         }
         if self.chunk_len == 0 {
-            return Err(MetricsError::InvalidOption(
+            return Err(DistanceError::InvalidOption(
                 "chunk_len must be at least 1".into(),
             ));
         }
