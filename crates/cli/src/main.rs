@@ -9,7 +9,6 @@ mod encode;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -220,14 +219,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         )?,
         Command::Data { command } => data::run(command)?,
         Command::Methods => {
-            for name in mmerge_merge::MethodKind::NAMES {
-                let k = mmerge_merge::MethodKind::from_name(name).context("method table")?;
-                let params: Vec<&str> = k
-                    .model_params()
-                    .iter()
-                    .chain(k.global_params())
-                    .copied()
-                    .collect();
+            for &k in mmerge_merge::MethodKind::ALL {
+                let name = k.name();
+                let params: Vec<&str> = k.params().iter().map(|p| p.name).collect();
                 println!(
                     "{name:<16} base_model: {:<9} parameters: {}",
                     if k.needs_base() {

@@ -1,5 +1,5 @@
 //! Merging checkpoints: merge plans (groups of input tensors → one output tensor), the merge
-//! methods (`methods`, with float64 oracles in `oracle`), mergekit-compatible YAML configs,
+//! methods (`methods`: one module each, with its float64 oracle, in one registry), mergekit-compatible YAML configs,
 //! and a streaming executor that holds a few chunks per thread at a time.
 //!
 //! ```no_run
@@ -14,7 +14,6 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod methods;
-pub mod oracle;
 pub mod params;
 pub mod plan;
 

@@ -22,14 +22,15 @@ use std::path::{Path, PathBuf};
 use mmerge_core::keys::{self, TensorRole};
 use mmerge_core::{Checkpoint, Dtype, OutputTensor};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use crate::config::{MergeConfig, line_of, model_path};
 use crate::error::{MergeError, Result};
-use crate::methods::gta::{Gta, Sparsify};
-use crate::methods::linear::Linear;
-use crate::methods::passthrough::Passthrough;
-use crate::methods::slerp::Slerp;
-use crate::methods::{Kernel, MethodKind};
-use crate::params::{ParamMap, Scalar};
+use crate::methods::{
+    DynKernel, Inputs, Kind, Method, MethodKind, ParamSpec, Scope, TensorPlan, Value, Values,
+};
+use crate::params::{ParamMap, ParamValue, Scalar};
 
 /// One input tensor: a model (index into [`MergePlan::models`]) and a key in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +48,7 @@ pub struct Group {
     /// The base tensor (task-vector methods; SLERP's t = 0 end).
     pub base: Option<Source>,
     /// `None`: a byte-exact copy of `inputs[0]` (non-float tensors, plain passthrough).
-    pub kernel: Option<Kernel>,
+    pub kernel: Option<Arc<dyn DynKernel>>,
     /// Depth t at which parameters were evaluated.
     pub depth: f64,
 }
@@ -310,12 +311,8 @@ fn check_param_names(
     method: MethodKind,
     cfg_err: &dyn Fn(&str, String) -> MergeError,
 ) -> Result<()> {
-    let model_only: Vec<&str> = method.model_params().to_vec();
-    let all: Vec<&str> = model_only
-        .iter()
-        .chain(method.global_params())
-        .copied()
-        .collect();
+    let model_only: Vec<&str> = method.model_params();
+    let all: Vec<&str> = method.params().iter().map(|p| p.name).collect();
     let mut maps: Vec<(&ParamMap, &[&str])> = vec![(&cfg.parameters, &all)];
     maps.extend(
         cfg.models
@@ -332,8 +329,19 @@ fn check_param_names(
         );
     }
     for (map, valid) in maps {
-        for name in map.keys() {
+        for (name, value) in map {
             if valid.contains(&name.as_str()) {
+                let spec = method.params().iter().find(|p| p.name == name);
+                if spec.is_some_and(|p| !p.gradient()) && is_gradient(value) {
+                    return Err(cfg_err(
+                        &format!("{name}:"),
+                        format!(
+                            "parameter `{name}` of merge_method `{}` is a flag; it cannot be a \
+                             gradient over depth",
+                            method.name()
+                        ),
+                    ));
+                }
                 continue;
             }
             let message = if all.contains(&name.as_str()) {
@@ -352,6 +360,15 @@ fn check_param_names(
         }
     }
     Ok(())
+}
+
+/// Whether a setting is, or holds, a gradient list.
+fn is_gradient(v: &ParamValue) -> bool {
+    match v {
+        ParamValue::Gradient(_) => true,
+        ParamValue::Filtered(entries) => entries.iter().any(|e| is_gradient(&e.value)),
+        ParamValue::Bool(_) | ParamValue::Number(_) => false,
+    }
 }
 
 fn slice_jobs<'a>(
@@ -470,48 +487,88 @@ fn slice_jobs<'a>(
     Ok((jobs, Some(offset)))
 }
 
-fn eval_number(
-    name: &str,
+/// Evaluates one declared parameter for tensor `key` at depth `t`: the first scope in `maps`
+/// that sets it, else its default. `Ok(None)`: an optional parameter with no default, unset.
+fn evaluate(
+    spec: &ParamSpec,
     maps: &[&ParamMap],
     key: &str,
     t: f64,
-    default: Option<f64>,
     who: &dyn Fn() -> String,
-) -> Result<f64> {
-    for m in maps {
-        if let Some(v) = m.get(name)
-            && let Some(s) = v.evaluate(key, t)
-        {
-            return match s {
-                Scalar::Number(x) if x.is_finite() => Ok(x),
-                Scalar::Number(_) => Err(MergeError::Param {
-                    name: name.into(),
-                    key: key.into(),
-                    message: "must be finite".into(),
-                }),
-                Scalar::Bool(b) => Ok(if b { 1.0 } else { 0.0 }),
+) -> Result<Option<Value>> {
+    let err = |message: String| MergeError::Param {
+        name: spec.name.into(),
+        key: key.into(),
+        message,
+    };
+    let set = maps
+        .iter()
+        .find_map(|m| m.get(spec.name).and_then(|v| v.evaluate(key, t)));
+    match spec.kind {
+        Kind::Flag { default } => Ok(Some(Value::Flag(match set {
+            Some(Scalar::Bool(b)) => b,
+            Some(Scalar::Number(x)) => x != 0.0,
+            None => default,
+        }))),
+        Kind::Number {
+            default,
+            required,
+            range,
+        } => {
+            let x = match set {
+                Some(Scalar::Number(x)) if x.is_finite() => x,
+                Some(Scalar::Number(_)) => return Err(err("must be finite".into())),
+                Some(Scalar::Bool(b)) => {
+                    if b {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                None => match default {
+                    Some(d) => d,
+                    None if required => {
+                        return Err(err(format!("is required and not set for {}", who())));
+                    }
+                    None => return Ok(None),
+                },
             };
+            if let Some((lo, hi)) = range
+                && !(lo..=hi).contains(&x)
+            {
+                return Err(err(format!("{x} is outside [{lo}, {hi}]")));
+            }
+            Ok(Some(Value::Number(x)))
         }
     }
-    default.ok_or_else(|| MergeError::Param {
-        name: name.into(),
-        key: key.into(),
-        message: format!("is required and not set for {}", who()),
-    })
 }
 
-fn eval_bool(name: &str, maps: &[&ParamMap], key: &str, t: f64, default: bool) -> bool {
-    for m in maps {
-        if let Some(v) = m.get(name)
-            && let Some(s) = v.evaluate(key, t)
-        {
-            return match s {
-                Scalar::Bool(b) => b,
-                Scalar::Number(x) => x != 0.0,
-            };
-        }
+/// Checks that a tensor's sources fit the method's [`Inputs`] and base.
+fn check_sources(m: &Method, key: &str, members: usize, base: Option<usize>) -> Result<()> {
+    let err = |name: &str, message: String| MergeError::Param {
+        name: name.into(),
+        key: key.into(),
+        message,
+    };
+    match (m.inputs, m.needs_base) {
+        (Inputs::One, true) if base.is_none() || members != 2 => Err(err(
+            "base_model",
+            format!(
+                "{} merges exactly two models, the base and one other; this tensor has \
+                 {members} sources",
+                m.name
+            ),
+        )),
+        (Inputs::One, false) if members != 1 => Err(err(
+            m.name,
+            format!("takes exactly one source per tensor, got {members}"),
+        )),
+        (Inputs::Many, true) if base.is_none() => Err(err(
+            "base_model",
+            "the base model is not among this tensor's sources".into(),
+        )),
+        _ => Ok(()),
     }
-    default
 }
 
 fn plan_group<'a>(
@@ -554,10 +611,10 @@ fn plan_group<'a>(
             });
         }
     }
-    let base_member = job.members.iter().find(|m| Some(m.model) == base);
-    let src = |m: &Member<'_>| Source {
-        model: m.model,
-        key: m.key.clone(),
+    let base_member = job.members.iter().position(|m| Some(m.model) == base);
+    let src = |i: usize| Source {
+        model: job.members[i].model,
+        key: job.members[i].key.clone(),
     };
     let mut group = Group {
         out: OutputTensor::new(
@@ -573,130 +630,45 @@ fn plan_group<'a>(
     if !first_meta.dtype.is_float() {
         // Integer or boolean buffers are carried over from the base (or first) model.
         group.out.dtype = first_meta.dtype;
-        group.inputs = vec![src(base_member.unwrap_or(first))];
+        group.inputs = vec![src(base_member.unwrap_or(0))];
         return Ok(group);
     }
+    let m = method.method();
+    check_sources(m, key, job.members.len(), base_member)?;
+    // Every declared parameter, evaluated: shared ones against the output key, per-model ones
+    // against each member's input key.
+    let mut values = Values::default();
     let globals = [job.slice_params, top];
-    let member_maps = |m: &Member<'a>| -> [&'a ParamMap; 3] { [m.params, job.slice_params, top] };
-    let who = |m: &Member<'_>| {
-        let p = models[m.model].path().display().to_string();
-        move || format!("model {p}")
-    };
-    match method {
-        MethodKind::Linear => {
-            let mut weights = vec![];
-            for m in &job.members {
-                weights.push(eval_number(
-                    "weight",
-                    &member_maps(m),
-                    key,
-                    t,
-                    None,
-                    &who(m),
-                )?);
-            }
-            group.inputs = job.members.iter().map(src).collect();
-            group.kernel = Some(Kernel::Linear(Linear {
-                weights,
-                normalize: eval_bool("normalize", &globals, key, t, true),
-            }));
-        }
-        MethodKind::TaskArithmetic
-        | MethodKind::Ties
-        | MethodKind::DareLinear
-        | MethodKind::DareTies => {
-            let Some(b) = base_member else {
-                return Err(MergeError::Param {
-                    name: "base_model".into(),
-                    key: key.into(),
-                    message: "the base model is not among this tensor's sources".into(),
-                });
-            };
-            // (sparsify, elect signs, normalize default, rescale default), as in mergekit 0.1.5.
-            let (sparsify, elect, norm_default, rescale_default) = match method {
-                MethodKind::TaskArithmetic => (Sparsify::None, false, false, false),
-                MethodKind::Ties => (Sparsify::Magnitude, true, true, false),
-                MethodKind::DareLinear => (Sparsify::Random, false, false, true),
-                _ => (Sparsify::Random, true, false, true),
-            };
-            let mut weights = vec![];
-            let mut densities = vec![];
-            for m in job.members.iter().filter(|m| Some(m.model) != base) {
-                let maps = member_maps(m);
-                weights.push(eval_number("weight", &maps, &m.key, t, None, &who(m))?);
-                let d = if method == MethodKind::TaskArithmetic {
-                    1.0
-                } else {
-                    eval_number("density", &maps, &m.key, t, Some(1.0), &who(m))?
-                };
-                if !(0.0..=1.0).contains(&d) {
-                    return Err(MergeError::Param {
-                        name: "density".into(),
-                        key: m.key.clone(),
-                        message: format!("{d} is outside [0, 1]"),
-                    });
-                }
-                densities.push(d);
-                group.inputs.push(src(m));
-            }
-            group.base = Some(src(b));
-            group.kernel = Some(Kernel::Gta(Gta {
-                weights,
-                densities,
-                sparsify,
-                rescale: eval_bool("rescale", &globals, key, t, rescale_default),
-                elect_sign: elect,
-                normalize: eval_bool("normalize", &globals, key, t, norm_default),
-                lambda: eval_number("lambda", &globals, key, t, Some(1.0), &String::new)?,
-            }));
-        }
-        MethodKind::Slerp => {
-            let others: Vec<&Member<'_>> = job
-                .members
-                .iter()
-                .filter(|m| Some(m.model) != base)
-                .collect();
-            let (Some(b), [other]) = (base_member, others.as_slice()) else {
-                return Err(MergeError::Param {
-                    name: "base_model".into(),
-                    key: key.into(),
-                    message: format!(
-                        "slerp merges exactly two models, the base and one other; this tensor has {} sources",
-                        job.members.len()
-                    ),
-                });
-            };
-            let tt = eval_number("t", &globals, key, t, None, &|| "the merge".to_string())?;
-            group.base = Some(src(b));
-            group.inputs = vec![src(other)];
-            group.kernel = Some(Kernel::Slerp(Slerp { t: tt }));
-        }
-        MethodKind::Passthrough => {
-            if job.members.len() != 1 {
-                return Err(MergeError::Param {
-                    name: "passthrough".into(),
-                    key: key.into(),
-                    message: format!(
-                        "takes exactly one source per tensor, got {}",
-                        job.members.len()
-                    ),
-                });
-            }
-            let m = &job.members[0];
-            let maps = member_maps(m);
-            let has_scale = maps
-                .iter()
-                .any(|p| p.get("scale").and_then(|v| v.evaluate(key, t)).is_some());
-            group.inputs = vec![src(m)];
-            if has_scale || group.out.dtype != first_meta.dtype {
-                let scale = if has_scale {
-                    Some(eval_number("scale", &maps, &m.key, t, None, &who(m))?)
-                } else {
-                    None
-                };
-                group.kernel = Some(Kernel::Passthrough(Passthrough { scale }));
-            }
+    for spec in m.params.iter().filter(|p| p.scope == Scope::Shared) {
+        if let Some(v) = evaluate(spec, &globals, key, t, &|| "the merge".to_string())? {
+            values.shared.insert(spec.name, v);
         }
     }
+    for (i, member) in job.members.iter().enumerate() {
+        let maps = [member.params, job.slice_params, top];
+        let who = || format!("model {}", models[member.model].path().display());
+        let mut own = BTreeMap::new();
+        for spec in m.params {
+            let applies = match spec.scope {
+                Scope::Input => true,
+                Scope::NonBase => Some(i) != base_member,
+                Scope::Shared => false,
+            };
+            if applies && let Some(v) = evaluate(spec, &maps, &member.key, t, &who)? {
+                own.insert(spec.name, v);
+            }
+        }
+        values.models.push(own);
+    }
+    let planned = (m.plan)(&TensorPlan {
+        key,
+        members: job.members.len(),
+        base: base_member,
+        cast: group.out.dtype != first_meta.dtype,
+        values,
+    })?;
+    group.base = planned.base.map(src);
+    group.inputs = planned.inputs.into_iter().map(src).collect();
+    group.kernel = planned.kernel;
     Ok(group)
 }

@@ -11,16 +11,20 @@ fn two_models(d: &std::path::Path, shape_b: Vec<usize>, key_b: &str, value_b: f3
     write_model(
         &d.join("a"),
         Dtype::F32,
-        &vec![("model.layers.0.w".into(), vec![2, 3], vec![1.0; 6])],
+        &[("model.layers.0.w".into(), vec![2, 3], vec![1.0; 6])],
         1 << 20,
-    );
+        &[],
+    )
+    .unwrap();
     let n = shape_b.iter().product();
     write_model(
         &d.join("b"),
         Dtype::F32,
-        &vec![(key_b.into(), shape_b, vec![value_b; n])],
+        &[(key_b.into(), shape_b, vec![value_b; n])],
         1 << 20,
-    );
+        &[],
+    )
+    .unwrap();
 }
 
 fn linear(d: &std::path::Path) -> String {

@@ -52,9 +52,9 @@ proptest! {
         let theta: Tensors = tensors(&mut g, &[rows, cols]).into_iter().map(|(n, s, v)| (n, s, quantize(&v, dtype))).collect();
         let base: Tensors = tensors(&mut g, &[rows, cols]).into_iter().map(|(n, s, v)| (n, s, quantize(&v, dtype))).collect();
         for name in ["x", "y", "z"] {
-            write_model(&d.join(name), dtype, &theta, 1 << 20);
+            write_model(&d.join(name), dtype, &theta, 1 << 20, &[]).unwrap();
         }
-        write_model(&d.join("base"), dtype, &base, 1 << 20);
+        write_model(&d.join("base"), dtype, &base, 1 << 20, &[]).unwrap();
         let models = format!("  - model: {x}\n    parameters: {{weight: 0.3, density: 1.0}}\n  - model: {y}\n    parameters: {{weight: 0.5, density: 1.0}}\n  - model: {z}\n    parameters: {{weight: 0.2, density: 1.0}}\n",
             x = p(d, "x").display(), y = p(d, "y").display(), z = p(d, "z").display());
         let linear = models.replace(", density: 1.0", "");
@@ -83,7 +83,7 @@ proptest! {
         let mut g = Gen::new(seed);
         let models: Vec<Tensors> = (0..3).map(|_| tensors(&mut g, &[n]).into_iter().map(|(k, s, v)| (k, s, quantize(&v, dtype))).collect()).collect();
         for (i, m) in models.iter().enumerate() {
-            write_model(&d.join(format!("m{i}")), dtype, m, 1 << 20);
+            write_model(&d.join(format!("m{i}")), dtype, m, 1 << 20, &[]).unwrap();
         }
         let out = merge(d, &format!("merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0}}\n  - model: {}\n    parameters: {{weight: 1}}\n  - model: {}\n    parameters: {{weight: 0}}\n",
             p(d, "m0").display(), p(d, "m1").display(), p(d, "m2").display()), 0).unwrap();
@@ -111,8 +111,8 @@ fn dare_keeps_the_density_fraction_and_rescales_the_l1_norm() {
     let l1: f64 = tau.iter().map(|x| f64::from(x.abs())).sum();
     let base = vec![("model.layers.0.w".to_string(), vec![n], vec![0.0f32; n])];
     let x = vec![("model.layers.0.w".to_string(), vec![n], tau.clone())];
-    write_model(&d.join("base"), Dtype::F32, &base, usize::MAX);
-    write_model(&d.join("x"), Dtype::F32, &x, usize::MAX);
+    write_model(&d.join("base"), Dtype::F32, &base, usize::MAX, &[]).unwrap();
+    write_model(&d.join("x"), Dtype::F32, &x, usize::MAX, &[]).unwrap();
     let yaml = |density: f64, rescale: bool| {
         format!(
             "merge_method: dare_linear\nbase_model: {b}\nmodels:\n  - model: {x}\n    parameters: {{weight: 1, density: {density}}}\nparameters: {{rescale: {rescale}}}\n",
@@ -187,7 +187,7 @@ fn same_config_and_seed_give_the_same_bytes_whatever_the_thread_count() {
             ("model.layers.0.w".to_string(), vec![n], g.vec(n, 1.0)),
             ("model.norm.weight".to_string(), vec![7], g.vec(7, 1.0)),
         ];
-        write_model(&d.join(name), Dtype::BF16, &t, usize::MAX);
+        write_model(&d.join(name), Dtype::BF16, &t, usize::MAX, &[]).unwrap();
     }
     let models = format!(
         "  - model: {x}\n    parameters: {{weight: 0.7, density: 0.3}}\n  - model: {y}\n    parameters: {{weight: 0.4, density: 0.6}}\n",

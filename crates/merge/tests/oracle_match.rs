@@ -10,8 +10,7 @@ use common::*;
 use mmerge_core::Dtype;
 use mmerge_merge::exec::CHUNK;
 use mmerge_merge::methods::gta::{Gta, Sparsify};
-use mmerge_merge::methods::stream_id;
-use mmerge_merge::oracle;
+use mmerge_merge::methods::{gta, linear, slerp};
 
 const LAYERS: usize = 3;
 
@@ -77,7 +76,7 @@ fn setup(dir: &std::path::Path, dtype: Dtype, seed: u64, levels: u32) -> Vec<Ten
                 )
                 .collect()
         };
-        write_model(&dir.join(["base", "a", "b", "c"][m]), dtype, &t, 1_000);
+        write_model(&dir.join(["base", "a", "b", "c"][m]), dtype, &t, 1_000, &[]).unwrap();
         models.push(t);
     }
     models
@@ -119,7 +118,7 @@ fn linear_with_gradients_and_filters() {
                 0.1
             };
             let inputs = [m[1][i].2.clone(), m[2][i].2.clone(), m[3][i].2.clone()];
-            let want = oracle::linear(&inputs, &[wa, wb, 0.5], true);
+            let want = linear::oracle(&inputs, &[wa, wb, 0.5], true);
             let want = quantize(&want.iter().map(|x| *x as f32).collect::<Vec<_>>(), dtype);
             let want: Vec<f64> = want.into_iter().map(f64::from).collect();
             assert_close(
@@ -181,8 +180,7 @@ fn gta_case(
             lambda: 0.9,
         };
         let inputs = [m[1][i].2.clone(), m[2][i].2.clone(), m[3][i].2.clone()];
-        let streams: Vec<u64> = (0..3).map(|k| stream_id(seed, name, k)).collect();
-        let want = oracle::gta(&params, &m[0][i].2, &inputs, &streams);
+        let want = gta::oracle(&params, name, seed, &m[0][i].2, &inputs);
         assert_close(
             &format!("{method} {name}"),
             &out.read_f32(name).unwrap(),
@@ -284,7 +282,7 @@ fn slerp_matches_oracle_with_filtered_gradients() {
         } else {
             0.5
         };
-        let want = oracle::slerp(&m[0][i].2, &m[1][i].2, tt);
+        let want = slerp::oracle(&m[0][i].2, &m[1][i].2, tt);
         assert_close(name, &out.read_f32(name).unwrap(), &want, 1e-6, 1e-3);
     }
 }

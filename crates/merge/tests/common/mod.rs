@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
-use mmerge_core::{Checkpoint, CheckpointWriter, Dtype, OutputTensor};
+use mmerge_core::{Checkpoint, Dtype};
 use mmerge_merge::{MergeConfig, MergeOptions, MergePlan};
 
 /// A small deterministic generator (xorshift*), so the tests need no RNG crate set-up.
@@ -44,17 +44,7 @@ pub fn quantize(v: &[f32], dtype: Dtype) -> Vec<f32> {
 
 pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 
-pub fn write_model(dir: &Path, dtype: Dtype, tensors: &Tensors, shard_bytes: usize) {
-    let outs: Vec<OutputTensor> = tensors
-        .iter()
-        .map(|(n, s, _)| OutputTensor::new(n.clone(), dtype, s.clone()))
-        .collect();
-    let w = CheckpointWriter::create(dir, &outs, shard_bytes, true).unwrap();
-    for (n, _, v) in tensors {
-        w.write_f32(n, 0, v).unwrap();
-    }
-    w.finish().unwrap();
-}
+pub use mmerge_core::writer::write_model;
 
 /// Runs a merge config given as text; returns the opened output.
 pub fn merge(dir: &Path, yaml: &str, seed: u64) -> Result<Checkpoint, mmerge_merge::MergeError> {
