@@ -47,6 +47,7 @@
 //! the whole budget.
 
 use crate::error::{DistanceError, Result};
+use crate::oracle;
 
 /// Default `k` of the truncated soft sign dissimilarity, in percent.
 pub const DEFAULT_TSSD_TOP_K_PERCENT: f64 = 20.0;
@@ -240,34 +241,132 @@ impl Accumulator {
     }
 }
 
-/// Every distance of one tensor pair (or one group of tensors).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Metrics {
-    /// `‖a − b‖₂`.
-    pub l2: f64,
-    /// `‖a − b‖₂ / sqrt(d)`.
-    pub l2_normalized: f64,
-    /// `1 − ⟨a,b⟩ / (‖a‖‖b‖)`.
-    pub cosine: f64,
-    /// Fraction of coordinates with different signs.
-    pub sign: f64,
-    /// Soft sign dissimilarity.
-    pub soft_sign: f64,
-    /// Truncated soft sign dissimilarity (for a group: numel-weighted mean over its tensors).
-    pub truncated_soft_sign: f64,
+/// How a distance is accumulated, which fixes how a group of tensors combines it.
+#[derive(Debug, Clone, Copy)]
+pub enum Accumulated {
+    /// From the [`Accumulator`] of all coordinates. A group's value is that of its summed
+    /// accumulators: exactly the distance of the concatenated tensors.
+    Full(fn(&Accumulator) -> f64),
+    /// From the soft-sign sums over a tensor's top-k % coordinates by joint magnitude. A
+    /// group's value is the numel-weighted mean of its tensors' values (0 for no coordinates).
+    TopK(fn(&SoftSignSums) -> f64),
 }
+
+/// How the terminal table prints a distance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    /// Scientific, 4 decimals (`{:>width$.4e}`).
+    Sci { header: &'static str, width: usize },
+    /// Fixed, 5 decimals (`{:>width$.5}`).
+    Fixed { header: &'static str, width: usize },
+}
+
+/// One weight distance: a line of [`DISTANCES`].
+#[derive(Debug, Clone, Copy)]
+pub struct Distance {
+    /// The JSON field (`mmerge.distance/1`) and the name in [`Metrics::get`].
+    pub name: &'static str,
+    /// The formula, as `crates/distance/SCHEMA.md` states it.
+    pub formula: &'static str,
+    /// Its value from the streamed sums.
+    pub accumulated: Accumulated,
+    /// Its plain float64 reference over whole vectors `(a, b, k %)`.
+    pub oracle: fn(&[f32], &[f32], f64) -> f64,
+    /// Its table column.
+    pub column: Column,
+}
+
+/// The registry of weight distances, in the order of the JSON report and the table. Adding a
+/// distance is one entry here (its oracle goes in `crate::oracle`) and one row in `SCHEMA.md`;
+/// `tests/registry` checks both.
+pub const DISTANCES: [Distance; 6] = [
+    Distance {
+        name: "l2",
+        formula: "‖a − b‖₂",
+        accumulated: Accumulated::Full(Accumulator::l2),
+        oracle: oracle::l2,
+        column: Column::Sci {
+            header: "l2",
+            width: 11,
+        },
+    },
+    Distance {
+        name: "l2_normalized",
+        formula: "‖a − b‖₂ / √d",
+        accumulated: Accumulated::Full(Accumulator::l2_normalized),
+        oracle: oracle::l2_normalized,
+        column: Column::Sci {
+            header: "l2/sqrt(d)",
+            width: 11,
+        },
+    },
+    Distance {
+        name: "cosine",
+        formula: "1 − ⟨a,b⟩ / (‖a‖‖b‖)",
+        accumulated: Accumulated::Full(Accumulator::cosine),
+        oracle: oracle::cosine,
+        column: Column::Fixed {
+            header: "cosine",
+            width: 8,
+        },
+    },
+    Distance {
+        name: "sign",
+        formula: "sgn(a_i) ≠ sgn(b_i)",
+        accumulated: Accumulated::Full(Accumulator::sign),
+        oracle: oracle::sign,
+        column: Column::Fixed {
+            header: "sign",
+            width: 8,
+        },
+    },
+    Distance {
+        name: "soft_sign",
+        formula: "SSD = ½ (1 − Σ a_i b_i / Σ |a_i||b_i|)",
+        accumulated: Accumulated::Full(Accumulator::soft_sign),
+        oracle: oracle::soft_sign,
+        column: Column::Fixed {
+            header: "ssd",
+            width: 8,
+        },
+    },
+    Distance {
+        name: "truncated_soft_sign",
+        formula: "the SSD over the top k % coordinates by |a_i| + |b_i|",
+        accumulated: Accumulated::TopK(SoftSignSums::value),
+        oracle: oracle::truncated_soft_sign,
+        column: Column::Fixed {
+            header: "tssd",
+            width: 8,
+        },
+    },
+];
+
+/// Every distance of one tensor pair (or one group of tensors), in [`DISTANCES`] order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics(pub [f64; DISTANCES.len()]);
 
 impl Metrics {
     /// `(name, value)` pairs in the order of the JSON schema and the table.
-    pub fn named(&self) -> [(&'static str, f64); 6] {
-        [
-            ("l2", self.l2),
-            ("l2_normalized", self.l2_normalized),
-            ("cosine", self.cosine),
-            ("sign", self.sign),
-            ("soft_sign", self.soft_sign),
-            ("truncated_soft_sign", self.truncated_soft_sign),
-        ]
+    pub fn named(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        DISTANCES.iter().zip(self.0).map(|(d, v)| (d.name, v))
+    }
+
+    /// The value of the distance called `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.named().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+impl std::ops::Index<&str> for Metrics {
+    type Output = f64;
+
+    /// The value of a registered distance; panics on a name that is not in [`DISTANCES`].
+    fn index(&self, name: &str) -> &f64 {
+        match DISTANCES.iter().position(|d| d.name == name) {
+            Some(i) => &self.0[i],
+            None => panic!("no distance named `{name}`"),
+        }
     }
 }
 
@@ -283,6 +382,14 @@ pub struct TensorDistance {
 }
 
 impl TensorDistance {
+    /// The value of one registered distance.
+    pub fn value(&self, d: &Distance) -> f64 {
+        match d.accumulated {
+            Accumulated::Full(f) => f(&self.acc),
+            Accumulated::TopK(f) => f(&self.truncated),
+        }
+    }
+
     /// Truncated soft sign dissimilarity.
     pub fn truncated_soft_sign(&self) -> f64 {
         self.truncated.value()
@@ -290,27 +397,20 @@ impl TensorDistance {
 
     /// All distances.
     pub fn metrics(&self) -> Metrics {
-        Metrics {
-            l2: self.acc.l2(),
-            l2_normalized: self.acc.l2_normalized(),
-            cosine: self.acc.cosine(),
-            sign: self.acc.sign(),
-            soft_sign: self.acc.soft_sign(),
-            truncated_soft_sign: self.truncated_soft_sign(),
-        }
+        Metrics(DISTANCES.map(|d| self.value(&d)))
     }
 }
 
-/// The aggregate of a group of tensors (a layer, or the whole model): summed accumulators and
-/// the numel-weighted sum of TSSDs.
+/// The aggregate of a group of tensors (a layer, or the whole model): summed accumulators and,
+/// for the top-k distances, numel-weighted sums of the tensors' values.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GroupStats {
     /// Number of tensors in the group.
     pub tensors: usize,
     /// The accumulator of the concatenated tensors.
     pub acc: Accumulator,
-    /// `Σ numel_t · tssd_t`.
-    pub tssd_weighted_sum: f64,
+    /// `Σ numel_t · value_t` per distance of [`DISTANCES`] (used by the top-k ones, 0 else).
+    pub weighted_sums: [f64; DISTANCES.len()],
 }
 
 impl GroupStats {
@@ -318,7 +418,11 @@ impl GroupStats {
     pub fn add(&mut self, t: &TensorDistance) {
         self.tensors += 1;
         self.acc.merge(&t.acc);
-        self.tssd_weighted_sum += t.acc.numel as f64 * t.truncated_soft_sign();
+        for (sum, d) in self.weighted_sums.iter_mut().zip(&DISTANCES) {
+            if let Accumulated::TopK(f) = d.accumulated {
+                *sum += t.acc.numel as f64 * f(&t.truncated);
+            }
+        }
     }
 
     /// Total number of coordinates.
@@ -326,21 +430,19 @@ impl GroupStats {
         self.acc.numel
     }
 
-    /// All distances of the group (TSSD: numel-weighted mean; 0 for an empty group).
-    pub fn metrics(&self) -> Metrics {
+    /// The value of distance `i` of [`DISTANCES`] for the group.
+    fn value(&self, i: usize) -> f64 {
         let n = self.acc.numel;
-        Metrics {
-            l2: self.acc.l2(),
-            l2_normalized: self.acc.l2_normalized(),
-            cosine: self.acc.cosine(),
-            sign: self.acc.sign(),
-            soft_sign: self.acc.soft_sign(),
-            truncated_soft_sign: if n == 0 {
-                0.0
-            } else {
-                self.tssd_weighted_sum / n as f64
-            },
+        match DISTANCES[i].accumulated {
+            Accumulated::Full(f) => f(&self.acc),
+            Accumulated::TopK(_) if n == 0 => 0.0,
+            Accumulated::TopK(_) => self.weighted_sums[i] / n as f64,
         }
+    }
+
+    /// All distances of the group.
+    pub fn metrics(&self) -> Metrics {
+        Metrics(std::array::from_fn(|i| self.value(i)))
     }
 }
 

@@ -10,9 +10,7 @@
 pub mod compare;
 pub mod distance;
 pub mod error;
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod oracle;
+pub mod oracle;
 pub mod report;
 pub mod stream;
 #[cfg(test)]
@@ -22,7 +20,10 @@ mod tests;
 pub use compare::{
     DistanceReport, LayerReport, Mode, SkippedTensor, TensorReport, compare, compare_with_progress,
 };
-pub use distance::{Accumulator, DistanceOptions, GroupStats, Metrics, TensorDistance};
+pub use distance::{
+    Accumulated, Accumulator, Column, DISTANCES, Distance, DistanceOptions, GroupStats, Metrics,
+    TensorDistance,
+};
 pub use error::{DistanceError, Result};
 pub use report::SCHEMA;
 pub use stream::{PairSource, SlicePair, pair_distance, slice_distance};

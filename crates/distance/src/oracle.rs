@@ -1,63 +1,49 @@
-//! The test oracle: the formulas of [`crate::distance`] as plain `f64` loops over whole
-//! vectors, written for obviousness, with TSSD's top-m set found by a full stable sort.
+//! The float64 oracles: every distance of [`crate::distance::DISTANCES`] as a plain loop over
+//! whole vectors, written for obviousness, with TSSD's top-m set found by a full stable sort.
+//! The streaming accumulators are tested against these. Each takes `(a, b, k %)` (only TSSD
+//! reads k); `a` and `b` have equal lengths d, and every distance of empty vectors is 0.
 
-/// `[l2, l2_normalized, cosine, sign, soft_sign, truncated_soft_sign]` of `a` vs `b`.
-pub fn metrics(a: &[f32], b: &[f32], k_percent: f64) -> [f64; 6] {
-    assert_eq!(a.len(), b.len());
-    let d = a.len();
-    if d == 0 {
-        return [0.0; 6];
-    }
-    let x: Vec<f64> = a.iter().map(|&v| f64::from(v)).collect();
-    let y: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+use crate::distance::{Accumulated, DISTANCES};
 
+fn pairs<'a>(a: &'a [f32], b: &'a [f32]) -> impl Iterator<Item = (f64, f64)> + 'a {
+    a.iter().zip(b).map(|(x, y)| (f64::from(*x), f64::from(*y)))
+}
+
+/// `sqrt(Σ (a_i − b_i)²)`.
+pub fn l2(a: &[f32], b: &[f32], _: f64) -> f64 {
     let mut sq = 0.0;
-    let mut dot = 0.0;
-    let mut na = 0.0;
-    let mut nb = 0.0;
-    let mut abs_dot = 0.0;
-    let mut differ = 0usize;
-    for i in 0..d {
-        sq += (x[i] - y[i]) * (x[i] - y[i]);
-        dot += x[i] * y[i];
-        na += x[i] * x[i];
-        nb += y[i] * y[i];
-        abs_dot += x[i].abs() * y[i].abs();
-        if sign(x[i]) != sign(y[i]) {
-            differ += 1;
-        }
+    for (x, y) in pairs(a, b) {
+        sq += (x - y) * (x - y);
     }
-    let l2 = sq.sqrt();
-    let cosine = if na == 0.0 && nb == 0.0 {
+    sq.sqrt()
+}
+
+/// `l2 / sqrt(d)`.
+pub fn l2_normalized(a: &[f32], b: &[f32], k: f64) -> f64 {
+    if a.is_empty() {
+        return 0.0;
+    }
+    l2(a, b, k) / (a.len() as f64).sqrt()
+}
+
+/// `1 − ⟨a,b⟩ / (‖a‖‖b‖)`, 0 when both norms are 0, 1 when one is, clamped to [0, 2].
+pub fn cosine(a: &[f32], b: &[f32], _: f64) -> f64 {
+    let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs(a, b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 && nb == 0.0 {
         0.0
     } else if na == 0.0 || nb == 0.0 {
         1.0
     } else {
         (1.0 - dot / (na.sqrt() * nb.sqrt())).clamp(0.0, 2.0)
-    };
-    let ssd = soft(dot, abs_dot);
-
-    // TSSD: rank by the f32 joint magnitude, largest first, ties by lowest index (stable sort).
-    let m = (((k_percent * d as f64) / 100.0 + 0.5).floor() as usize).clamp(1, d);
-    let key: Vec<f32> = (0..d).map(|i| a[i].abs() + b[i].abs()).collect();
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&i, &j| key[j].total_cmp(&key[i]));
-    let (mut tdot, mut tabs) = (0.0, 0.0);
-    for &i in &order[..m] {
-        tdot += x[i] * y[i];
-        tabs += x[i].abs() * y[i].abs();
     }
-    [
-        l2,
-        l2 / (d as f64).sqrt(),
-        cosine,
-        differ as f64 / d as f64,
-        ssd,
-        soft(tdot, tabs),
-    ]
 }
 
-fn sign(v: f64) -> i32 {
+fn sgn(v: f64) -> i32 {
     if v > 0.0 {
         1
     } else if v < 0.0 {
@@ -65,6 +51,15 @@ fn sign(v: f64) -> i32 {
     } else {
         0
     }
+}
+
+/// The fraction of coordinates whose signs (−1, 0, +1) differ.
+pub fn sign(a: &[f32], b: &[f32], _: f64) -> f64 {
+    if a.is_empty() {
+        return 0.0;
+    }
+    let differ = pairs(a, b).filter(|(x, y)| sgn(*x) != sgn(*y)).count();
+    differ as f64 / a.len() as f64
 }
 
 fn soft(dot: f64, abs_dot: f64) -> f64 {
@@ -75,17 +70,56 @@ fn soft(dot: f64, abs_dot: f64) -> f64 {
     }
 }
 
-/// Metrics of a group of tensor pairs: the first five on the concatenation, TSSD as the
-/// numel-weighted mean of the per-tensor oracle TSSDs.
-pub fn group(pairs: &[(Vec<f32>, Vec<f32>)], k_percent: f64) -> [f64; 6] {
+/// `½ (1 − Σ a_i b_i / Σ |a_i||b_i|)`, 0 when the denominator is 0.
+pub fn soft_sign(a: &[f32], b: &[f32], _: f64) -> f64 {
+    let (mut dot, mut abs_dot) = (0.0, 0.0);
+    for (x, y) in pairs(a, b) {
+        dot += x * y;
+        abs_dot += x.abs() * y.abs();
+    }
+    soft(dot, abs_dot)
+}
+
+/// The soft sign dissimilarity over the m = round_half_up(k/100 · d) (clamped to [1, d])
+/// coordinates of largest `|a_i| + |b_i|` (f32), ties by lowest index.
+pub fn truncated_soft_sign(a: &[f32], b: &[f32], k_percent: f64) -> f64 {
+    let d = a.len();
+    if d == 0 {
+        return 0.0;
+    }
+    let m = (((k_percent * d as f64) / 100.0 + 0.5).floor() as usize).clamp(1, d);
+    let key: Vec<f32> = (0..d).map(|i| a[i].abs() + b[i].abs()).collect();
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&i, &j| key[j].total_cmp(&key[i]));
+    let (mut dot, mut abs_dot) = (0.0, 0.0);
+    for &i in &order[..m] {
+        let (x, y) = (f64::from(a[i]), f64::from(b[i]));
+        dot += x * y;
+        abs_dot += x.abs() * y.abs();
+    }
+    soft(dot, abs_dot)
+}
+
+/// Every distance of `a` vs `b`, in registry order.
+pub fn all(a: &[f32], b: &[f32], k_percent: f64) -> [f64; DISTANCES.len()] {
+    DISTANCES.map(|d| (d.oracle)(a, b, k_percent))
+}
+
+/// Every distance of a group of tensor pairs: full-sum distances on the concatenation, top-k
+/// ones as the numel-weighted mean of the tensors' values.
+pub fn group(pairs: &[(Vec<f32>, Vec<f32>)], k_percent: f64) -> [f64; DISTANCES.len()] {
     let a: Vec<f32> = pairs.iter().flat_map(|p| p.0.iter().copied()).collect();
     let b: Vec<f32> = pairs.iter().flat_map(|p| p.1.iter().copied()).collect();
-    let mut out = metrics(&a, &b, k_percent);
     let n: usize = pairs.iter().map(|p| p.0.len()).sum();
-    let weighted: f64 = pairs
-        .iter()
-        .map(|p| p.0.len() as f64 * metrics(&p.0, &p.1, k_percent)[5])
-        .sum();
-    out[5] = if n == 0 { 0.0 } else { weighted / n as f64 };
-    out
+    DISTANCES.map(|d| match d.accumulated {
+        Accumulated::Full(_) => (d.oracle)(&a, &b, k_percent),
+        Accumulated::TopK(_) if n == 0 => 0.0,
+        Accumulated::TopK(_) => {
+            let weighted: f64 = pairs
+                .iter()
+                .map(|p| p.0.len() as f64 * (d.oracle)(&p.0, &p.1, k_percent))
+                .sum();
+            weighted / n as f64
+        }
+    })
 }

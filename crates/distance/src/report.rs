@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::compare::{DistanceReport, role_label};
-use crate::distance::{GroupStats, Metrics};
+use crate::distance::{Column, DISTANCES, GroupStats, Metrics};
 
 /// The `schema` tag of [`DistanceReport::to_json`]; bumped on any incompatible change.
 pub const SCHEMA: &str = "mmerge.distance/1";
@@ -93,7 +93,7 @@ impl DistanceReport {
     }
 
     /// A compact table for the terminal: a header line, one row per layer group and a final
-    /// `all` row, with columns layer, tensors, numel, L2, L2/√d, cosine, sign, SSD, TSSD.
+    /// `all` row, with columns layer, tensors, numel and one per distance of [`DISTANCES`].
     pub fn to_table(&self) -> String {
         let mut s = format!(
             "distance between {} and {} ({}{}; TSSD top {}%)\n",
@@ -106,24 +106,22 @@ impl DistanceReport {
                 .unwrap_or_default(),
             self.tssd_top_k_percent
         );
-        s.push_str(&format!(
-            "{:>6} {:>7} {:>12} {:>11} {:>11} {:>8} {:>8} {:>8} {:>8}\n",
-            "layer", "tensors", "numel", "l2", "l2/sqrt(d)", "cosine", "sign", "ssd", "tssd"
-        ));
+        s.push_str(&format!("{:>6} {:>7} {:>12}", "layer", "tensors", "numel"));
+        for d in &DISTANCES {
+            let (Column::Sci { header, width } | Column::Fixed { header, width }) = d.column;
+            s.push_str(&format!(" {header:>width$}"));
+        }
+        s.push('\n');
         let rows = self.layers.iter().map(|l| (role_label(l.role), &l.stats));
         for (label, g) in rows.chain(std::iter::once(("all".to_string(), &self.aggregate))) {
-            let m = g.metrics();
-            s.push_str(&format!(
-                "{label:>6} {:>7} {:>12} {:>11.4e} {:>11.4e} {:>8.5} {:>8.5} {:>8.5} {:>8.5}\n",
-                g.tensors,
-                g.numel(),
-                m.l2,
-                m.l2_normalized,
-                m.cosine,
-                m.sign,
-                m.soft_sign,
-                m.truncated_soft_sign
-            ));
+            s.push_str(&format!("{label:>6} {:>7} {:>12}", g.tensors, g.numel()));
+            for (d, v) in DISTANCES.iter().zip(g.metrics().0) {
+                s.push_str(&match d.column {
+                    Column::Sci { width, .. } => format!(" {v:>width$.4e}"),
+                    Column::Fixed { width, .. } => format!(" {v:>width$.5}"),
+                });
+            }
+            s.push('\n');
         }
         if !self.skipped.is_empty() {
             s.push_str(&format!(

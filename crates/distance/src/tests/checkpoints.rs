@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 use mmerge_core::{Checkpoint, CheckpointWriter, Dtype, OutputTensor, TensorRole};
 
-use super::{as_array, assert_close};
+use super::assert_close;
 use crate::compare::{Mode, compare, compare_with_progress};
 use crate::distance::DistanceOptions;
 use crate::oracle;
@@ -115,7 +115,7 @@ fn sharded_folders_match_the_oracle() {
     for (t, name) in r.tensors.iter().zip(&float) {
         assert_eq!(&t.name, *name, "a's storage order");
         let (x, y) = pair(name);
-        assert_close(&t.distance.metrics(), oracle::metrics(&x, &y, 20.0), name);
+        assert_close(&t.distance.metrics(), oracle::all(&x, &y, 20.0), name);
     }
     let group =
         |names: &[&String]| oracle::group(&names.iter().map(|n| pair(n)).collect::<Vec<_>>(), 20.0);
@@ -151,7 +151,7 @@ fn sharded_folders_match_the_oracle() {
     let big = compare(&a, &b, None, &DistanceOptions::default()).unwrap();
     assert_close(
         &big.aggregate.metrics(),
-        as_array(&r.aggregate.metrics()),
+        r.aggregate.metrics().0,
         "chunk 65536",
     );
 }
@@ -306,18 +306,7 @@ fn json_and_table_follow_the_schema() {
     assert_eq!(agg["numel"], 328);
     assert_eq!(agg["tensors"], 7);
     for k in metric_keys {
-        assert_eq!(
-            agg[k].as_f64(),
-            Some(
-                r.aggregate
-                    .metrics()
-                    .named()
-                    .iter()
-                    .find(|m| m.0 == k)
-                    .unwrap()
-                    .1
-            )
-        );
+        assert_eq!(agg[k].as_f64(), r.aggregate.metrics().get(k));
     }
     let layers: Vec<&str> = j["layers"]
         .as_array()
