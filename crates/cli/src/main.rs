@@ -1,10 +1,10 @@
 //! `mmerge`: merge checkpoints, measure weight distances, build and check task suites, embed
-//! text and images, check the libtorch set-up.
+//! text and images, check the libtorch set-up. This binary links no libtorch: `encode` and
+//! `doctor` run in `mmerge-torch`, which it hands them to (see [`torch`]).
 
 mod data;
 mod demo;
-mod doctor;
-mod encode;
+mod torch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,26 +68,7 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Embeddings of sentences or images from a Hugging Face BERT, DINOv2 or ViT model.
-    Encode {
-        /// A model folder, or a hub id (org/name[@revision]) already in the local HF cache.
-        #[arg(long)]
-        model: String,
-        /// A text file, one sentence a line (text models).
-        #[arg(long)]
-        text: Option<PathBuf>,
-        /// A folder of .png/.jpg images, encoded in name order (image models).
-        #[arg(long)]
-        images: Option<PathBuf>,
-        /// Output safetensors file.
-        #[arg(long)]
-        out: PathBuf,
-        /// Image models: input size (position embeddings are interpolated); default: the config's.
-        #[arg(long)]
-        image_size: Option<i64>,
-        /// auto (CUDA when available), cpu or cuda.
-        #[arg(long, default_value = "auto")]
-        device: String,
-    },
+    Encode(torch::Args),
     /// Task suites: generate the synthetic one, build the real-asset one, check, tokenizer.
     Data {
         #[command(subcommand)]
@@ -96,7 +77,7 @@ enum Command {
     /// List the merge methods.
     Methods,
     /// Check libtorch: version, CUDA, threads, and a small computation.
-    Doctor,
+    Doctor(torch::Args),
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -146,15 +127,41 @@ fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The libraries say that an output exists; the flag that replaces it is ours.
+            let advice = if existing_output(&e) {
+                "; pass --force to replace it"
+            } else {
+                ""
+            };
+            eprintln!("error: {e:#}{advice}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Whether `e` is a refusal to replace an existing output (of `merge` or `data`, whose
+/// `--force` replaces it).
+fn existing_output(e: &anyhow::Error) -> bool {
+    use mmerge_core::CoreError;
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<CoreError>(),
+            Some(CoreError::OutputExists { .. })
+        ) || matches!(
+            cause.downcast_ref::<mmerge_merge::MergeError>(),
+            Some(mmerge_merge::MergeError::Core(
+                CoreError::OutputExists { .. }
+            ))
+        ) || matches!(
+            cause.downcast_ref::<mmerge_data::DataError>(),
+            Some(mmerge_data::DataError::OutputExists { .. })
+        )
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Merge {
             config,
@@ -202,21 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo { dir } => demo::run(dir)?,
-        Command::Encode {
-            model,
-            text,
-            images,
-            out,
-            image_size,
-            device,
-        } => encode::run(
-            &model,
-            text.as_deref(),
-            images.as_deref(),
-            &out,
-            image_size,
-            &device,
-        )?,
+        Command::Encode(args) => return torch::hand_off("encode", args),
         Command::Data { command } => data::run(command)?,
         Command::Methods => {
             for &k in mmerge_merge::MethodKind::ALL {
@@ -233,9 +226,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Doctor => println!("{}", doctor::report()?),
+        Command::Doctor(args) => return torch::hand_off("doctor", args),
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn distance(

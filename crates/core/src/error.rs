@@ -47,8 +47,9 @@ pub enum CoreError {
         name: String,
         dtype: String,
     },
-    /// The output folder exists and overwriting was not asked for.
-    #[error("output {path} already exists; pass --force to replace it")]
+    /// The output exists and replacing it was not asked for. (How to ask is the caller's
+    /// business: the CLI adds its `--force`.)
+    #[error("output {path} already exists")]
     OutputExists { path: PathBuf },
     /// A write was asked for a tensor or range the output does not have.
     #[error("output tensor `{name}`: {reason}")]

@@ -11,14 +11,11 @@ use mmerge_core::Checkpoint;
 use mmerge_models::config::{Expert, MultiwayConfig, Sharing};
 use mmerge_models::hf::{self, HfConfig};
 use mmerge_models::{MultiwayTransformer, TextBatch};
+use mmerge_testkit::require_fetched;
 use tch::{Device, Kind, Tensor, nn};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf")
-}
-
-fn weights(name: &str) -> PathBuf {
-    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn tensor(ck: &Checkpoint, name: &str) -> Tensor {
@@ -61,7 +58,10 @@ fn masked_mean(h: &Tensor, mask: &Tensor) -> Tensor {
 #[test]
 fn minilm_matches_transformers() {
     let _g = tch::no_grad_guard();
-    let (_vs, m, _cfg, _) = plain(&weights("all-MiniLM-L6-v2"), None);
+    let (_vs, m, _cfg, _) = plain(
+        &require_fetched("all-MiniLM-L6-v2", "model.safetensors"),
+        None,
+    );
     let gold = Checkpoint::open(fixtures().join("minilm_golden.safetensors")).unwrap();
     let ids = tensor(&gold, "input_ids");
     let mask = tensor(&gold, "attention_mask");
@@ -101,7 +101,10 @@ fn read_png(path: &Path) -> Tensor {
 #[test]
 fn dinov2_matches_transformers() {
     let _g = tch::no_grad_guard();
-    let (_vs, m, _, _) = plain(&weights("dinov2-small"), Some(224));
+    let (_vs, m, _, _) = plain(
+        &require_fetched("dinov2-small", "model.safetensors"),
+        Some(224),
+    );
     let gold = Checkpoint::open(fixtures().join("dinov2_golden.safetensors")).unwrap();
     let px = Tensor::stack(
         &[
@@ -160,7 +163,7 @@ fn tiny_vit_matches_transformers_and_round_trips_through_hf_names() {
 #[test]
 fn minilm_exports_and_imports_into_the_text_path() {
     let _g = tch::no_grad_guard();
-    let dir = weights("all-MiniLM-L6-v2");
+    let dir = require_fetched("all-MiniLM-L6-v2", "model.safetensors");
     let (vs, m, cfg, hfc) = plain(&dir, None);
     let gold = Checkpoint::open(fixtures().join("minilm_golden.safetensors")).unwrap();
     let ids = tensor(&gold, "input_ids");

@@ -7,20 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mmerge_core::Checkpoint;
+use mmerge_testkit::require_fetched;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/hf")
 }
 
-fn weights(name: &str) -> PathBuf {
-    mmerge_core::hub::require_fetched(name, "model.safetensors").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Runs `mmerge encode`; the folder holding the output lives as long as the returned guard.
+/// Runs `mmerge encode` (this crate's executable, which `mmerge` hands `encode` to); the
+/// folder holding the output lives as long as the returned guard.
 fn encode(args: &[&std::ffi::OsStr]) -> (tempfile::TempDir, Checkpoint) {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("enc.safetensors");
-    let o = Command::new(env!("CARGO_BIN_EXE_mmerge"))
+    let o = Command::new(env!("CARGO_BIN_EXE_mmerge-torch"))
         .arg("encode")
         .args(args)
         .args([
@@ -48,7 +46,7 @@ fn text_encoding_and_token_ids_match_transformers() {
     // One encode run serves both checks. The model's own tokenizer.json pads to 128 by
     // default; encode must undo that and give transformers' ids, padded to the longest
     // sentence, and the same embeddings.
-    let model = weights("all-MiniLM-L6-v2");
+    let model = require_fetched("all-MiniLM-L6-v2", "model.safetensors");
     let sentences = fixtures().join("minilm_sentences.txt");
     let (_dir, got) = encode(&[
         "--model".as_ref(),
@@ -78,7 +76,7 @@ fn text_encoding_and_token_ids_match_transformers() {
 
 #[test]
 fn image_encoding_matches_transformers() {
-    let model = weights("dinov2-small");
+    let model = require_fetched("dinov2-small", "model.safetensors");
     let tmp = tempfile::tempdir().unwrap();
     for f in ["dinov2_img0.png", "dinov2_img1.png"] {
         std::fs::copy(fixtures().join(f), tmp.path().join(f)).unwrap();
