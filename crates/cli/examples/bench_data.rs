@@ -22,11 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mmerge_data::batch::{Batch, Loader, LoaderConfig};
-use mmerge_data::check::read_manifest;
-use mmerge_data::formats::ReadOptions;
-use mmerge_data::formats::captions::{KarpathySource, KarpathySplit};
 use mmerge_data::image::ImageRef;
-use mmerge_data::suite::TaskKind;
+use mmerge_data::suite::{Examples, Split, Suite, TaskKind};
 use mmerge_data::tokenize::{Padding, Tokenizer};
 use mmerge_data::transform::{Augment, ImageTransform, Normalize};
 use mmerge_models::config::{MultiwayConfig, Sharing};
@@ -52,16 +49,14 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 fn pairs(suite: &std::path::Path) -> anyhow::Result<Vec<(ImageRef, String)>> {
-    let manifest = read_manifest(suite)?;
-    let task = manifest
-        .tasks
-        .iter()
-        .find(|t| t.kind == TaskKind::Retrieval)
+    let suite = Suite::open(suite)?;
+    let task = suite
+        .tasks()
+        .find(|t| t.kind() == TaskKind::Retrieval)
         .context("the suite has no retrieval task")?;
-    let root = suite.join(&task.root);
-    let split = KarpathySource::suite(&root, KarpathySplit::Train)
-        .read(ReadOptions::STRICT)?
-        .examples;
+    let Examples::Retrieval(split) = task.split(Split::Train)? else {
+        bail!("{}: not a retrieval split", task.name());
+    };
     // The first caption of every image.
     let mut seen = vec![false; split.images.len()];
     let mut out = vec![];
@@ -71,7 +66,7 @@ fn pairs(suite: &std::path::Path) -> anyhow::Result<Vec<(ImageRef, String)>> {
         }
     }
     if out.is_empty() {
-        bail!("{}: no training pairs", root.display());
+        bail!("{}: no training pairs", task.root().display());
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Subcommand;
+use mmerge_data::DataError;
 use mmerge_data::check::{check_suite, write_suite_tokenizer};
 use mmerge_data::suite::Manifest;
 use mmerge_data::synth::{Scale, SynthConfig};
@@ -99,7 +100,16 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             force,
         } => {
             let t0 = Instant::now();
-            let m = mmerge_data::real::build(&sources, &out, force, true)?;
+            let m = match mmerge_data::real::build(&sources, &out, force, true) {
+                Err(e @ DataError::SourcesNotPrepared { .. }) => {
+                    // The library names what is missing; the command that makes it is ours.
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "prepare {} with `datasets/build-real-assets --sources-only`",
+                        sources.display()
+                    )));
+                }
+                r => r?,
+            };
             print_manifest(&m, &out, t0);
         }
         DataCommand::Check { suite, no_decode } => {

@@ -5,6 +5,7 @@
 //! augmentation draws from its own generator seeded by (seed, epoch, example index), so the
 //! batches are identical whatever the thread count or timing.
 
+use mmerge_core::hash::{GOLDEN_GAMMA, splitmix64};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -65,9 +66,9 @@ impl<T: Send + Sync + 'static, E: Send + 'static> Loader<T, E> {
         threads: Option<usize>,
     ) -> Result<Self> {
         if config.batch_size == 0 {
-            return Err(DataError::Invalid {
-                what: "batch_size".into(),
-                reason: "must be at least 1".into(),
+            return Err(DataError::OutOfRange {
+                what: "batch_size 0".into(),
+                allowed: "must be at least 1".into(),
             });
         }
         let pool = match threads {
@@ -77,8 +78,8 @@ impl<T: Send + Sync + 'static, E: Send + 'static> Loader<T, E> {
                     .num_threads(n)
                     .thread_name(|i| format!("mmerge-data-{i}"))
                     .build()
-                    .map_err(|e| DataError::Invalid {
-                        what: "loader threads".into(),
+                    .map_err(|e| DataError::Threads {
+                        what: "loader pool",
                         reason: e.to_string(),
                     })?,
             )),
@@ -146,8 +147,8 @@ impl<T: Send + Sync + 'static, E: Send + 'static> Loader<T, E> {
             Err(e) => Batches {
                 rx: None,
                 handle: None,
-                spawn_error: Some(DataError::Invalid {
-                    what: "prefetch thread".into(),
+                spawn_error: Some(DataError::Threads {
+                    what: "prefetch thread",
                     reason: e.to_string(),
                 }),
             },
@@ -224,16 +225,12 @@ impl<E> Iterator for Batches<E> {
                 self.rx = None;
                 match self.handle.take()?.join() {
                     Ok(()) => None,
-                    Err(panic) => Some(Err(DataError::Invalid {
-                        what: "batch loader".into(),
-                        reason: format!(
-                            "the load function panicked: {}",
-                            panic
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| panic.downcast_ref::<String>().cloned())
-                                .unwrap_or_default()
-                        ),
+                    Err(panic) => Some(Err(DataError::LoaderPanicked {
+                        message: panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default(),
                     })),
                 }
             }
@@ -253,10 +250,5 @@ impl<E> Drop for Batches<E> {
 
 /// SplitMix64 of the three values: an independent seed per (seed, epoch, index).
 fn mix(seed: u64, epoch: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    splitmix64(seed ^ epoch.wrapping_mul(GOLDEN_GAMMA) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03))
 }

@@ -58,12 +58,86 @@ pub enum DataError {
         path: Option<PathBuf>,
         reason: String,
     },
-    /// An argument or option outside what is supported (names the option and what is allowed).
+    /// A setting outside its valid range (`what` names the setting and its value, e.g.
+    /// `image size 8`; `allowed` says what is valid).
+    #[error("{what}: {allowed}")]
+    OutOfRange { what: String, allowed: String },
+    /// A name that is not one of the valid choices (a scale, a split, a task).
+    #[error("{what} `{name}` is unknown; valid: {valid}")]
+    UnknownName {
+        what: &'static str,
+        name: String,
+        valid: String,
+    },
+    /// A class or label list that names one entry twice.
+    #[error("{list}: `{label}` is given twice")]
+    DuplicateLabel { list: &'static str, label: String },
+    /// An image file-name pattern that cannot be used (see `formats::vqa::ImagePattern`).
+    #[error("image pattern `{pattern}`: {reason}")]
+    BadImagePattern { pattern: String, reason: String },
+    /// A file whose extension does not say which format it is in.
+    #[error("{path}: extension must be {expected}")]
+    UnknownExtension {
+        path: PathBuf,
+        expected: &'static str,
+    },
+    /// Arrays that must agree in shape do not (a retrieval split's parts, a score matrix, an
+    /// image to cut into patches); `what` names them.
     #[error("{what}: {reason}")]
-    Invalid { what: String, reason: String },
+    Shape { what: &'static str, reason: String },
+    /// A NaN among values that must be numbers (a score matrix); `at` says where.
+    #[error("{what}: NaN at {at}")]
+    NaN { what: &'static str, at: String },
+    /// A task of a suite whose kind and layout do not go together (`suite.json`).
+    #[error("{path}: task `{task}`: {reason}")]
+    BadTask {
+        path: PathBuf,
+        task: String,
+        reason: String,
+    },
+    /// Real-asset sources that are not (or not fully) prepared: `path` is what is missing
+    /// or wrong.
+    #[error("{path}: not prepared real-asset sources: {reason}")]
+    SourcesNotPrepared { path: PathBuf, reason: String },
+    /// A value that cannot be turned into JSON bytes for `path` (relative to its suite).
+    #[error("{path}: cannot encode as JSON: {reason}")]
+    Encode { path: PathBuf, reason: String },
+    /// The synthetic generator could not make an item that satisfies its constraints.
+    #[error("synthetic suite: could not build {what} in {tries} tries")]
+    Unsatisfiable { what: String, tries: usize },
+    /// A thread of the batch loader could not be started.
+    #[error("{what}: cannot start threads: {reason}")]
+    Threads { what: &'static str, reason: String },
+    /// The caller's load function panicked inside the batch loader.
+    #[error("batch loader: the load function panicked: {message}")]
+    LoaderPanicked { message: String },
     /// The output exists and overwriting was not asked for.
-    #[error("output {path} already exists; pass --force to replace it")]
+    #[error("output {path} already exists")]
     OutputExists { path: PathBuf },
+    /// Another error from `mmerge-core` (its I/O and existing-output errors become
+    /// [`DataError::Io`] and [`DataError::OutputExists`]).
+    #[error(transparent)]
+    Core(mmerge_core::CoreError),
+}
+
+impl From<mmerge_core::CoreError> for DataError {
+    /// The core errors this crate meets (atomic files and folders) in this crate's terms.
+    fn from(e: mmerge_core::CoreError) -> Self {
+        use mmerge_core::CoreError;
+        match e {
+            CoreError::Io { path, error } => DataError::Io { path, error },
+            CoreError::OutputExists { path } => DataError::OutputExists { path },
+            other => DataError::Core(other),
+        }
+    }
+}
+
+/// [`DataError::Encode`] for a serde_json error while writing `path`.
+pub(crate) fn encode(path: impl Into<PathBuf>, e: &serde_json::Error) -> DataError {
+    DataError::Encode {
+        path: path.into(),
+        reason: e.to_string(),
+    }
 }
 
 /// Wraps an I/O result with the path it concerns.

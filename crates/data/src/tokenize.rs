@@ -97,10 +97,10 @@ impl Tokenizer {
         let vocab =
             crate::wordpiece::learn_vocab(&words, &SPECIAL_TOKENS, vocab_size, min_frequency);
         if vocab.len() > vocab_size {
-            return Err(DataError::Invalid {
-                what: "vocab_size".into(),
-                reason: format!(
-                    "{vocab_size} is smaller than the {} special tokens and characters of the text",
+            return Err(DataError::OutOfRange {
+                what: format!("vocab_size {vocab_size}"),
+                allowed: format!(
+                    "must be at least the {} special tokens and characters of the text",
                     vocab.len()
                 ),
             });
@@ -193,9 +193,9 @@ impl Tokenizer {
         if let Padding::Fixed(n) = padding
             && n < max_len
         {
-            return Err(DataError::Invalid {
-                what: "padding".into(),
-                reason: format!("fixed length {n} is shorter than max_len {max_len}"),
+            return Err(DataError::OutOfRange {
+                what: format!("padding to fixed length {n}"),
+                allowed: format!("must be at least max_len {max_len}"),
             });
         }
         let tok = self.truncating_at(max_len)?;
@@ -258,9 +258,7 @@ impl Tokenizer {
             .inner
             .to_string(true)
             .map_err(|e| self.err(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        io(&tmp, std::fs::write(&tmp, json))?;
-        io(path, std::fs::rename(&tmp, path))
+        Ok(mmerge_core::atomic::write_atomic(path, json.as_bytes())?)
     }
 
     fn err(&self, reason: String) -> DataError {

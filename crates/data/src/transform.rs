@@ -23,8 +23,8 @@ pub struct Normalize {
 impl Normalize {
     /// ImageNet statistics (what BERT-era ViTs and DINOv2 expect).
     pub const IMAGENET: Normalize = Normalize {
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
+        mean: mmerge_core::imagenet::MEAN,
+        std: mmerge_core::imagenet::STD,
     };
     /// Maps [0, 1] to [-1, 1] (what VLMo/BEiT use).
     pub const HALF: Normalize = Normalize {
@@ -69,8 +69,8 @@ impl ImageTransform {
     /// Channel-major pixels `[3, size, size]`, normalised; `rng` drives the augmentation.
     pub fn apply<R: Rng>(&self, img: &RgbImage, rng: &mut R) -> Result<Vec<f32>> {
         if self.size == 0 || img.width() == 0 || img.height() == 0 {
-            return Err(DataError::Invalid {
-                what: "image transform".into(),
+            return Err(DataError::Shape {
+                what: "image transform",
                 reason: format!(
                     "cannot make a {0}x{0} image from a {1}x{2} one",
                     self.size,
@@ -171,8 +171,8 @@ pub fn patchify(
         || !width.is_multiple_of(patch)
         || chw.len() != channels * height * width
     {
-        return Err(DataError::Invalid {
-            what: "patchify".into(),
+        return Err(DataError::Shape {
+            what: "patchify",
             reason: format!(
                 "{} values do not form a [{channels}, {height}, {width}] image cut into {patch}x{patch} patches",
                 chw.len()

@@ -92,13 +92,19 @@ fn batches_pad_to_longest_or_fixed_and_truncate_keeping_sep() {
     let err = tok
         .encode_batch(&["red"], 9, Padding::Fixed(8))
         .unwrap_err();
-    assert!(err.to_string().contains("shorter than max_len"), "{err}");
+    assert!(
+        matches!(err, mmerge_data::DataError::OutOfRange { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "padding to fixed length 8: must be at least max_len 9"
+    );
 }
 
 #[test]
 fn minilm_tokenizer_json_loads_without_its_fixed_padding() {
-    let path = mmerge_core::hub::require_fetched("all-MiniLM-L6-v2", "tokenizer.json")
-        .unwrap_or_else(|e| panic!("{e}"))
+    let path = mmerge_testkit::require_fetched("all-MiniLM-L6-v2", "tokenizer.json")
         .join("tokenizer.json");
     let tok = Tokenizer::load(&path).unwrap();
     assert_eq!(tok.vocab_size(), 30522);
@@ -227,8 +233,9 @@ fn loader_is_deterministic_across_threads_and_covers_every_item() {
 fn loader_stops_at_the_first_error_and_can_be_dropped_early() {
     let load = Arc::new(|x: &u32, _: &mut ChaCha8Rng| {
         if *x == 9 {
-            Err(mmerge_data::DataError::Invalid {
-                what: format!("item {x}"),
+            Err(mmerge_data::DataError::BadRecord {
+                path: "items".into(),
+                record: format!("item {x}"),
                 reason: "bad".into(),
             })
         } else {

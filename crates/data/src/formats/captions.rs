@@ -119,9 +119,10 @@ impl KarpathySplit {
 impl std::str::FromStr for KarpathySplit {
     type Err = DataError;
     fn from_str(s: &str) -> Result<Self> {
-        Self::parse(s).ok_or_else(|| DataError::Invalid {
-            what: format!("split `{s}`"),
-            reason: "expected train, restval, val or test".into(),
+        Self::parse(s).ok_or_else(|| DataError::UnknownName {
+            what: "Karpathy split",
+            name: s.to_string(),
+            valid: "train, restval, val, test".into(),
         })
     }
 }
@@ -141,17 +142,6 @@ pub struct KarpathySource {
 }
 
 impl KarpathySource {
-    /// A split of a retrieval task in one of our suites: `<task_root>/dataset.json`, images
-    /// relative to the task root. `restval` is not folded in.
-    pub fn suite(task_root: &Path, split: KarpathySplit) -> Self {
-        Self {
-            file: task_root.join("dataset.json"),
-            image_root: task_root.to_path_buf(),
-            split,
-            fold_restval: false,
-        }
-    }
-
     /// Reads the split: images in file order, each with its captions (`raw`, trimmed) in
     /// file order.
     ///
@@ -357,15 +347,15 @@ pub struct RetrievalSplit {
 
 impl RetrievalSplit {
     /// Builds a split and its equivalence sets. Every image must own at least one caption
-    /// and every owner index must be in range ([`DataError::Invalid`] otherwise).
+    /// and every owner index must be in range ([`DataError::Shape`] otherwise).
     pub fn new(
         images: Vec<ImageRef>,
         image_ids: Vec<u64>,
         captions: Vec<String>,
         caption_image: Vec<usize>,
     ) -> Result<Self> {
-        let invalid = |reason: String| DataError::Invalid {
-            what: "retrieval split".into(),
+        let invalid = |reason: String| DataError::Shape {
+            what: "retrieval split",
             reason,
         };
         if image_ids.len() != images.len() || caption_image.len() != captions.len() {
@@ -450,112 +440,6 @@ impl RetrievalSplit {
         groups.sort_by(|a, b| a.caption.cmp(&b.caption));
         groups
     }
-
-    fn check_scores(&self, scores: &[f32]) -> Result<()> {
-        let (n_i, n_c) = (self.images.len(), self.captions.len());
-        if scores.len() != n_i * n_c {
-            return Err(DataError::Invalid {
-                what: "score matrix".into(),
-                reason: format!(
-                    "{} scores, expected {n_i} images × {n_c} captions = {}",
-                    scores.len(),
-                    n_i * n_c
-                ),
-            });
-        }
-        if let Some(k) = scores.iter().position(|s| s.is_nan()) {
-            return Err(DataError::Invalid {
-                what: "score matrix".into(),
-                reason: format!("NaN at image {}, caption {}", k / n_c, k % n_c),
-            });
-        }
-        Ok(())
-    }
-
-    /// For each caption, the 0-based rank of its best-scored hit image among all images;
-    /// `scores[image * captions.len() + caption]` (row-major, images × captions). Ties
-    /// count against the query: the rank is the number of non-hit images scoring at least
-    /// as high as the best hit.
-    pub fn text_to_image_ranks(&self, scores: &[f32]) -> Result<Vec<usize>> {
-        self.check_scores(scores)?;
-        let n_c = self.captions.len();
-        let mut is_hit = vec![false; self.images.len()];
-        Ok(self
-            .equivalent
-            .iter()
-            .enumerate()
-            .map(|(c, hits)| {
-                for &i in hits {
-                    is_hit[i] = true;
-                }
-                let best = hits
-                    .iter()
-                    .map(|&i| scores[i * n_c + c])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let rank = (0..self.images.len())
-                    .filter(|&i| !is_hit[i] && scores[i * n_c + c] >= best)
-                    .count();
-                for &i in hits {
-                    is_hit[i] = false;
-                }
-                rank
-            })
-            .collect())
-    }
-
-    /// For each image, the 0-based rank of its best-scored hit caption among all captions
-    /// (same layout and tie rule as [`RetrievalSplit::text_to_image_ranks`]).
-    pub fn image_to_text_ranks(&self, scores: &[f32]) -> Result<Vec<usize>> {
-        self.check_scores(scores)?;
-        let n_c = self.captions.len();
-        let mut is_hit = vec![false; n_c];
-        Ok(self
-            .image_hits()
-            .iter()
-            .enumerate()
-            .map(|(i, hits)| {
-                let row = &scores[i * n_c..(i + 1) * n_c];
-                for &c in hits {
-                    is_hit[c] = true;
-                }
-                let best = hits
-                    .iter()
-                    .map(|&c| row[c])
-                    .fold(f32::NEG_INFINITY, f32::max);
-                let rank = row
-                    .iter()
-                    .enumerate()
-                    .filter(|&(c, &s)| !is_hit[c] && s >= best)
-                    .count();
-                for &c in hits {
-                    is_hit[c] = false;
-                }
-                rank
-            })
-            .collect())
-    }
-
-    /// Text → image recall@k for each k in `ks` (fraction of captions with a hit in the top
-    /// k images).
-    pub fn text_to_image_recall(&self, scores: &[f32], ks: &[usize]) -> Result<Vec<f64>> {
-        let ranks = self.text_to_image_ranks(scores)?;
-        Ok(ks.iter().map(|&k| recall_at_k(&ranks, k)).collect())
-    }
-
-    /// Image → text recall@k for each k in `ks` (fraction of images with a hit in the top
-    /// k captions).
-    pub fn image_to_text_recall(&self, scores: &[f32], ks: &[usize]) -> Result<Vec<f64>> {
-        let ranks = self.image_to_text_ranks(scores)?;
-        Ok(ks.iter().map(|&k| recall_at_k(&ranks, k)).collect())
-    }
-}
-
-/// The fraction of queries whose first hit has rank < `k` (0 for no queries).
-pub fn recall_at_k(ranks: &[usize], k: usize) -> f64 {
-    if ranks.is_empty() {
-        return 0.0;
-    }
-    ranks.iter().filter(|&&r| r < k).count() as f64 / ranks.len() as f64
 }
 
 /// The form in which captions are compared for duplicates: trimmed, lower-cased, runs of
@@ -620,37 +504,4 @@ pub fn equivalent_groups_of(images: &[KarpathyImage]) -> Vec<EquivalentGroup> {
             images: ids.into_iter().collect(),
         })
         .collect()
-}
-
-/// The text-to-image recall@k of a random ranking of the `split` images, when every image of
-/// the split with the same caption counts as a hit: the mean over the split's captions of
-/// 1 − C(N − h, k) / C(N, k), N images, h hits. (1/N when no caption is shared.)
-pub fn chance_recall(images: &[KarpathyImage], split: &str, k: usize) -> f64 {
-    let in_split: Vec<&KarpathyImage> = images.iter().filter(|i| i.split == split).collect();
-    let n = in_split.len();
-    let mut hits: HashMap<String, usize> = HashMap::new();
-    for im in &in_split {
-        let keys: HashSet<String> = im.sentences.iter().map(|s| caption_key(&s.raw)).collect();
-        for key in keys {
-            *hits.entry(key).or_default() += 1;
-        }
-    }
-    // P(no hit in the top k) = Π_{j<k} (N − h − j) / (N − j).
-    let miss = |h: usize| -> f64 {
-        (0..k.min(n)).fold(1.0, |p, j| {
-            if n - j == 0 || n < h + j {
-                0.0
-            } else {
-                p * (n - h - j) as f64 / (n - j) as f64
-            }
-        })
-    };
-    let (mut sum, mut count) = (0.0, 0usize);
-    for im in &in_split {
-        for s in &im.sentences {
-            sum += 1.0 - miss(hits[&caption_key(&s.raw)]);
-            count += 1;
-        }
-    }
-    if count == 0 { 0.0 } else { sum / count as f64 }
 }

@@ -118,9 +118,9 @@ pub fn read_image_folder(
             let mut sorted = c.clone();
             sorted.sort();
             if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-                return Err(DataError::Invalid {
-                    what: "image folder classes".into(),
-                    reason: format!("class `{}` is given twice", w[0]),
+                return Err(DataError::DuplicateLabel {
+                    list: "image folder classes",
+                    label: w[0].clone(),
                 });
             }
             c.clone()

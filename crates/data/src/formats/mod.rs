@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{DataError, Result, io};
+use crate::error::{DataError, Result, encode, io};
 use crate::image::ImageRef;
 
 pub mod captions;
@@ -224,56 +224,17 @@ pub fn read_jsonl<T: DeserializeOwned>(
     Ok(skipper.finish(out))
 }
 
-/// Writes `value` as pretty-printed JSON with a trailing newline, atomically (temporary file
-/// beside it, then rename).
+/// Writes `value` as pretty-printed JSON with a trailing newline
+/// ([`mmerge_core::json::to_pretty`]), atomically ([`mmerge_core::atomic::write_atomic`]).
 pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| DataError::Invalid {
-        what: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes)
+    let bytes = mmerge_core::json::to_pretty(&value).map_err(|e| encode(path, &e))?;
+    Ok(mmerge_core::atomic::write_atomic(path, &bytes)?)
 }
 
-/// Writes one compact JSON object per line, atomically.
+/// Writes one compact JSON object per line ([`mmerge_core::json::to_lines`]), atomically.
 pub fn write_jsonl<T: Serialize>(path: &Path, values: &[T]) -> Result<()> {
-    let mut bytes = Vec::new();
-    for v in values {
-        serde_json::to_writer(&mut bytes, v).map_err(|e| DataError::Invalid {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        bytes.push(b'\n');
-    }
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to a temporary file beside `path` and renames it into place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| DataError::Invalid {
-            what: format!("output {}", path.display()),
-            reason: "must name a file".into(),
-        })?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    if let Err(e) = std::fs::write(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::Io {
-            path: tmp,
-            error: e,
-        });
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(DataError::Io {
-            path: path.to_path_buf(),
-            error: e,
-        });
-    }
-    Ok(())
+    let bytes = mmerge_core::json::to_lines(values).map_err(|e| encode(path, &e))?;
+    Ok(mmerge_core::atomic::write_atomic(path, &bytes)?)
 }
 
 /// An [`ImageRef`] for `image`, or [`DataError::MissingImage`] naming the file `path` whose

@@ -10,7 +10,7 @@
 //! [`crate::image::decode_rgb`] picks the decoder from the bytes, so those decode too).
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,15 +68,6 @@ pub struct Nlvr2Source {
 }
 
 impl Nlvr2Source {
-    /// A split of an NLVR2 task in one of our suites: `<task_root>/<split>.json`, images
-    /// `<task_root>/images/<split>/`.
-    pub fn suite(task_root: &Path, split: &str) -> Self {
-        Self {
-            file: task_root.join(format!("{split}.json")),
-            image_dir: task_root.join("images").join(split),
-        }
-    }
-
     /// Reads the split in file order.
     ///
     /// Errors (all skippable but the last): a line that is not a JSON record with the

@@ -1,6 +1,7 @@
-//! Semantic segmentation: `<root>/<split>/images/<stem>.png|jpg` with a class-index mask
-//! `<root>/<split>/masks/<stem>.png` (8-bit grey, value = class index, 255 = ignore) and the
-//! class names in `<root>/classes.txt`, one per line, index = line number from 0.
+//! Semantic segmentation: a split's images `<stem>.png|jpg` in one folder with class-index
+//! masks `<stem>.png` in another (8-bit grey, value = class index, 255 = ignore) and the class
+//! names in `classes.txt`, one per line, index = line number from 0 (in our suites
+//! `<split>/images/`, `<split>/masks/` and `classes.txt` of the task, see `crate::layout`).
 //!
 //! This is our own layout, modelled on index-mask datasets such as ADE20K's scene parsing
 //! release (<http://sceneparsing.csail.mit.edu/>) and Pascal VOC's `SegmentationClass`
@@ -97,19 +98,37 @@ fn files(dir: &Path) -> Result<Vec<(String, String, PathBuf)>> {
     Ok(v)
 }
 
-/// Reads split `split` of the segmentation task at `root`.
-///
-/// Errors: an image without a mask is [`DataError::MissingImage`]; a mask without an image,
-/// two images with one stem, or a file that is not an image are bad records (all
-/// skippable); no images is [`DataError::EmptySplit`].
-pub fn read_segmentation(
-    root: &Path,
-    split: &str,
+/// Where a segmentation split lives (`crate::layout` builds these for a suite's tasks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentationSource {
+    /// `classes.txt`.
+    pub classes: PathBuf,
+    /// The split's image folder.
+    pub images: PathBuf,
+    /// The split's mask folder.
+    pub masks: PathBuf,
+    /// The split's name, for [`DataError::EmptySplit`].
+    pub split: String,
+}
+
+impl SegmentationSource {
+    /// Reads the split.
+    ///
+    /// Errors: an image without a mask is [`DataError::MissingImage`]; a mask without an
+    /// image, two images with one stem, or a file that is not an image are bad records (all
+    /// skippable); no images is [`DataError::EmptySplit`].
+    pub fn read(&self, opts: ReadOptions) -> Result<Loaded<SegmentationSplit>> {
+        read_segmentation(self, opts)
+    }
+}
+
+fn read_segmentation(
+    src: &SegmentationSource,
     opts: ReadOptions,
 ) -> Result<Loaded<SegmentationSplit>> {
-    let classes = read_classes(&root.join("classes.txt"))?;
-    let images_dir = root.join(split).join("images");
-    let masks_dir = root.join(split).join("masks");
+    let classes = read_classes(&src.classes)?;
+    let images_dir = src.images.clone();
+    let masks_dir = src.masks.clone();
     let mut skipper = Skipper::new(opts);
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (name, stem, path) in files(&images_dir)? {
@@ -168,7 +187,7 @@ pub fn read_segmentation(
     if examples.is_empty() {
         return Err(DataError::EmptySplit {
             path: images_dir,
-            split: split.to_string(),
+            split: src.split.clone(),
         });
     }
     Ok(skipper.finish(SegmentationSplit { classes, examples }))

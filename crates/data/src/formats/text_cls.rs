@@ -41,9 +41,9 @@ impl TextFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some("tsv") => Ok(Self::Tsv),
             Some("jsonl" | "json") => Ok(Self::JsonLines),
-            _ => Err(DataError::Invalid {
-                what: format!("text classification file {}", path.display()),
-                reason: "extension must be .tsv, .jsonl or .json".into(),
+            _ => Err(DataError::UnknownExtension {
+                path: path.to_path_buf(),
+                expected: ".tsv, .jsonl or .json (text classification)",
             }),
         }
     }
@@ -186,9 +186,9 @@ pub fn read_text_cls(
             let mut sorted = l.to_vec();
             sorted.sort();
             if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
-                return Err(DataError::Invalid {
-                    what: "label list".into(),
-                    reason: format!("label `{}` is given twice", w[0]),
+                return Err(DataError::DuplicateLabel {
+                    list: "label list",
+                    label: w[0].clone(),
                 });
             }
             l.to_vec()

@@ -4,7 +4,7 @@
 //! [`VqaSource::read`] joins questions and annotations on `question_id` and checks that
 //! every image exists. Image files are named by a pattern ([`ImagePattern`]): real COCO
 //! images are `COCO_<subtype>_<id:012>.jpg` ([`COCO_PATTERN`]), our suites'
-//! `images/<split>/<id:012>.png` ([`SUITE_PATTERN`]).
+//! `images/<split>/<id:012>.png` (`crate::layout::VQA_IMAGE_PATTERN`).
 //!
 //! # Answers and scores
 //!
@@ -30,14 +30,14 @@
 //! which gives the same scores whenever the humans agree on an already-normalised answer.
 //!
 //! The score of an answer is the official accuracy: the mean over the leave-one-out subsets
-//! of the human answers of min(1, matches / 3) ([`vqa_score`]). It is also the training
-//! target of each candidate answer ([`soft_targets`]), restricted to the answer vocabulary
+//! of the human answers of min(1, matches / 3) ([`crate::score::vqa_score`]). It is also the
+//! training target of each candidate answer ([`soft_targets`]), restricted to the answer vocabulary
 //! ([`AnswerVocab`]: the training set's normalised `multiple_choice_answer`s seen at least
 //! `min_count` times, most frequent first, then by text; saved as `answers.json`).
 //! A question whose `multiple_choice_answer` is outside the vocabulary is an error by
 //! default, or is dropped and listed with [`ReadOptions::skip_unknown`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -101,8 +101,6 @@ pub struct HumanAnswer {
 
 /// The image pattern of the real COCO images (`COCO_val2014_000000000042.jpg`).
 pub const COCO_PATTERN: &str = "COCO_{subtype}_{id:012}.jpg";
-/// The image pattern of our built suites (`images/<split>/000000000042.png`).
-pub const SUITE_PATTERN: &str = "{id:012}.png";
 
 /// Where a VQA split lives: the questions file, the annotations file (absent for the test
 /// split, which has no answers), and how image ids become image files.
@@ -111,7 +109,7 @@ pub struct VqaSource {
     pub questions: PathBuf,
     pub annotations: Option<PathBuf>,
     pub image_dir: PathBuf,
-    /// See [`ImagePattern`]; e.g. [`COCO_PATTERN`] or [`SUITE_PATTERN`].
+    /// See [`ImagePattern`]; e.g. [`COCO_PATTERN`] or `crate::layout::VQA_IMAGE_PATTERN`.
     pub image_pattern: String,
 }
 
@@ -124,20 +122,6 @@ impl VqaSource {
             annotations: annotations.map(Path::to_path_buf),
             image_dir: image_dir.to_path_buf(),
             image_pattern: COCO_PATTERN.to_string(),
-        }
-    }
-
-    /// A split of a VQA task in one of our suites (see [`crate::suite`]):
-    /// `<task_root>/questions_<split>.json`, `<task_root>/annotations_<split>.json` and
-    /// images `<task_root>/images/<split>/<id:012>.png`. The annotations are always
-    /// expected (a missing file is an error); set `annotations` to `None` for a split
-    /// without answers.
-    pub fn suite(task_root: &Path, split: &str) -> Self {
-        Self {
-            questions: task_root.join(format!("questions_{split}.json")),
-            annotations: Some(task_root.join(format!("annotations_{split}.json"))),
-            image_dir: task_root.join("images").join(split),
-            image_pattern: SUITE_PATTERN.to_string(),
         }
     }
 
@@ -159,8 +143,8 @@ impl VqaSource {
         let pattern = ImagePattern::parse(&self.image_pattern)?;
         let qf: QuestionsFile = read_json(qpath)?;
         if pattern.uses_subtype() && qf.data_subtype.is_empty() {
-            return Err(DataError::Invalid {
-                what: format!("image pattern `{}`", self.image_pattern),
+            return Err(DataError::BadImagePattern {
+                pattern: self.image_pattern.clone(),
                 reason: format!(
                     "uses {{subtype}} but {} has no `data_subtype`",
                     qpath.display()
@@ -369,10 +353,10 @@ enum PatternPart {
 }
 
 impl ImagePattern {
-    /// Parses a pattern; an unknown or unclosed placeholder is [`DataError::Invalid`].
+    /// Parses a pattern; an unknown or unclosed placeholder is [`DataError::BadImagePattern`].
     pub fn parse(pattern: &str) -> Result<Self> {
-        let invalid = |reason: String| DataError::Invalid {
-            what: format!("image pattern `{pattern}`"),
+        let invalid = |reason: String| DataError::BadImagePattern {
+            pattern: pattern.to_string(),
             reason,
         };
         let mut parts = Vec::new();
@@ -433,7 +417,7 @@ impl ImagePattern {
 }
 
 // ---------------------------------------------------------------------------------------
-// Answer normalisation and scores
+// Answer normalisation and training targets
 // ---------------------------------------------------------------------------------------
 
 /// The punctuation the official script treats (not `'`, `:`, `.`, `#`, `$`, `%`, `&`, `*`).
@@ -550,44 +534,10 @@ fn contraction(w: &str) -> Option<&'static str> {
     })
 }
 
-/// The official accuracy of an answer given by `matches` of `n` humans: the mean, over the
-/// `n` leave-one-out subsets of the human answers, of min(1, matches in the subset / 3).
-/// A subset that leaves out a matching answer has `matches - 1` matches, the others
-/// `matches`, so this is `(m·min(3, m-1) + (n-m)·min(3, m)) / (3n)`, computed exactly in
-/// integers then divided. With `n = 10`: 0, 1, 2, 3, ≥ 4 matches → 0, 0.3, 0.6, 0.9, 1.
-/// `n = 0` gives 0.
-pub fn vqa_score(matches: usize, n: usize) -> f32 {
-    if n == 0 || matches == 0 {
-        return 0.0;
-    }
-    let m = matches.min(n);
-    let num = m * (m - 1).min(3) + (n - m) * m.min(3);
-    (num as f64 / (3 * n) as f64) as f32
-}
-
-/// The official accuracy of `predicted` (normalised here) against the human answers, which
-/// must already be normalised (as in [`VqaExample::answers`]).
-pub fn vqa_accuracy(predicted: &str, answers: &[String]) -> f32 {
-    let p = normalize_answer(predicted);
-    vqa_score(answers.iter().filter(|a| **a == p).count(), answers.len())
-}
-
-/// Each distinct answer among `answers` (normalised) with its [`vqa_score`], by answer text.
-pub fn answer_scores(answers: &[String]) -> Vec<(String, f32)> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for a in answers {
-        *counts.entry(a.as_str()).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .map(|(a, c)| (a.to_string(), vqa_score(c, answers.len())))
-        .collect()
-}
-
-/// The training target: (vocabulary index, [`vqa_score`]) of each distinct human answer
+/// The training target: (vocabulary index, [`crate::score::vqa_score`]) of each distinct human answer
 /// (normalised) that is in `vocab` and scores above 0, sorted by index.
 pub fn soft_targets(answers: &[String], vocab: &AnswerVocab) -> Vec<(usize, f32)> {
-    let mut t: Vec<(usize, f32)> = answer_scores(answers)
+    let mut t: Vec<(usize, f32)> = crate::score::answer_scores(answers)
         .into_iter()
         .filter_map(|(a, s)| vocab.get(&a).map(|i| (i, s)))
         .filter(|&(_, s)| s > 0.0)

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::util::{Split, class_list, encode_png, fraction, majority_baseline};
 use crate::error::{DataError, Result, io};
+use crate::layout::{CLASSES as CLASSES_FILE, image_cls_image, in_task};
 use crate::out::SuiteDir;
 use crate::suite::{TaskEntry, TaskKind};
 
@@ -189,11 +190,11 @@ pub(crate) fn write_task(suite: &SuiteDir, dir: &Path) -> Result<TaskEntry> {
         .iter()
         .position(|&n| n < TRAIN_PER_CLASS + VAL_PER_CLASS)
     {
-        return Err(DataError::Invalid {
-            what: format!("{}", dir.join("train-labels-idx1-ubyte").display()),
+        return Err(DataError::BadRecord {
+            path: dir.join("train-labels-idx1-ubyte"),
+            record: format!("class {}", CLASSES[c]),
             reason: format!(
-                "class {} has {} images, fewer than the {} needed for train + val",
-                CLASSES[c],
+                "{} images, fewer than the {} needed for train + val",
                 seen[c],
                 TRAIN_PER_CLASS + VAL_PER_CLASS
             ),
@@ -210,14 +211,12 @@ pub(crate) fn write_task(suite: &SuiteDir, dir: &Path) -> Result<TaskEntry> {
                 Rgb([v, v, v])
             });
             let class = CLASSES[usize::from(set.labels[i])];
-            let rel = format!("{name}/{}/{class}/{official}-{i:05}.png", split.name());
+            let file = format!("{official}-{i:05}.png");
+            let rel = in_task(name, &image_cls_image(split.name(), class, &file));
             let png = encode_png(&img, &suite.root().join(&rel))?;
             suite.write(&rel, &png)
         })?;
-    suite.write(
-        &format!("{name}/classes.txt"),
-        class_list(CLASSES).as_bytes(),
-    )?;
+    suite.write(&in_task(name, CLASSES_FILE), class_list(CLASSES).as_bytes())?;
     let labels = |split: Split| -> Vec<&str> {
         picks
             .iter()
@@ -233,6 +232,7 @@ pub(crate) fn write_task(suite: &SuiteDir, dir: &Path) -> Result<TaskEntry> {
         name: name.into(),
         kind: TaskKind::ImageCls,
         root: name.into(),
+        official: None,
         counts: Split::ALL
             .iter()
             .map(|&s| {

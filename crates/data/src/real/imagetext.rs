@@ -28,12 +28,17 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 
 use super::util::{
-    Split, class_list, encode_png, fit_square, fraction, link_or_copy, majority, majority_baseline,
+    Split, class_list, encode_png, fit_square, fraction, link_or_copy, majority_baseline,
     prior_baseline, rng, tokens,
 };
 use crate::error::{DataError, Result};
-use crate::formats::{captions, nlvr2, vqa};
-use crate::out::SuiteDir;
+use crate::formats::{captions, nlvr2};
+use crate::layout::{
+    ANSWERS, CLASSES, EQUIVALENT_CAPTIONS, KARPATHY_FILE, image_cls_image, in_task, nlvr2_file,
+    nlvr2_image, vqa_image,
+};
+use crate::out::{JsonStyle, SuiteDir, UnanimousQa, write_vqa_split};
+use crate::score::chance_recall;
 use crate::suite::{TaskEntry, TaskKind};
 
 /// A category of a source.
@@ -114,10 +119,14 @@ fn counts(pairs: impl IntoIterator<Item = (Split, usize)>) -> BTreeMap<String, u
         .collect()
 }
 
+/// The image folder of a source's retrieval task (its Karpathy `filepath`), which the other
+/// tasks hard-link from.
+const RETRIEVAL_IMAGES: &str = "images";
+
 /// Decodes, normalises (`size`×`size`, white padding) and writes every item's image to
 /// `<source>_retrieval/images/<file>`; returns their paths inside the suite being written.
 pub fn write_images(suite: &SuiteDir, source: &Source, size: u32) -> Result<Vec<PathBuf>> {
-    let root = format!("{}/images", source.task("retrieval"));
+    let root = in_task(&source.task("retrieval"), RETRIEVAL_IMAGES);
     let mut seen = std::collections::HashSet::new();
     for it in &source.items {
         if !seen.insert(it.file.as_str()) {
@@ -149,7 +158,7 @@ pub fn retrieval(suite: &SuiteDir, source: &Source) -> Result<TaskEntry> {
     for (i, it) in source.items.iter().enumerate() {
         let id = Source::image_id(i);
         images.push(captions::KarpathyImage {
-            filepath: Some("images".into()),
+            filepath: Some(RETRIEVAL_IMAGES.into()),
             filename: it.file.clone(),
             imgid: id,
             split: it.split.name().into(),
@@ -166,23 +175,21 @@ pub fn retrieval(suite: &SuiteDir, source: &Source) -> Result<TaskEntry> {
     let equivalent = captions::equivalent_groups_of(&images);
     let mut baselines = BTreeMap::new();
     for k in [1, 5, 10] {
-        baselines.insert(
-            format!("chance_r{k}"),
-            captions::chance_recall(&images, "test", k),
-        );
+        baselines.insert(format!("chance_r{k}"), chance_recall(&images, "test", k));
     }
     suite.write_json(
-        &format!("{name}/dataset.json"),
+        &in_task(&name, KARPATHY_FILE),
         &captions::KarpathyFile {
             images,
             dataset: source.name.into(),
         },
     )?;
-    suite.write_json(&format!("{name}/equivalent_captions.json"), &equivalent)?;
+    suite.write_json(&in_task(&name, EQUIVALENT_CAPTIONS), &equivalent)?;
     Ok(TaskEntry {
         name: name.clone(),
         kind: TaskKind::Retrieval,
         root: name,
+        official: None,
         counts: counts(Split::ALL.map(|s| (s, source.in_split(s).len()))),
         baselines,
         description: format!(
@@ -269,59 +276,37 @@ pub fn vqa(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> Result<Task
     let mut vocab: Vec<(&str, usize)> = freq.into_iter().collect();
     vocab.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     let vocab: Vec<&str> = vocab.into_iter().map(|(a, _)| a).collect();
-    suite.write_json(&format!("{name}/answers.json"), &vocab)?;
+    suite.write_json(&in_task(&name, ANSWERS), &vocab)?;
 
     for (split, qas) in &per_split {
         let s = split.name();
-        let mut questions = Vec::with_capacity(qas.len());
-        let mut annotations = Vec::with_capacity(qas.len());
+        let mut records = Vec::with_capacity(qas.len());
         let mut last: Option<usize> = None;
         let mut k = 0u64;
         for q in qas {
             k = if last == Some(q.image) { k + 1 } else { 0 };
             last = Some(q.image);
             let image_id = Source::image_id(q.image);
-            let question_id = image_id * 100 + k;
-            questions.push(vqa::Question {
+            records.push(UnanimousQa {
+                question_id: image_id * 100 + k,
                 image_id,
-                question: q.question.clone(),
-                question_id,
-            });
-            annotations.push(vqa::Annotation {
-                question_type: q.question_type.into(),
-                multiple_choice_answer: q.answer.into(),
-                answers: (1..=10)
-                    .map(|answer_id| vqa::HumanAnswer {
-                        answer: q.answer.into(),
-                        answer_confidence: "yes".into(),
-                        answer_id,
-                    })
-                    .collect(),
-                image_id,
-                answer_type: q.answer_type.into(),
-                question_id,
+                question: &q.question,
+                answer: q.answer,
+                question_type: q.question_type,
+                answer_type: q.answer_type,
             });
         }
         let data_type = format!("mmerge-real-assets-{}", source.name);
-        suite.write_json(
-            &format!("{name}/questions_{s}.json"),
-            &vqa::QuestionsFile {
-                task_type: "Open-Ended".into(),
-                data_type: data_type.clone(),
-                data_subtype: s.into(),
-                questions,
-            },
-        )?;
-        suite.write_json(
-            &format!("{name}/annotations_{s}.json"),
-            &vqa::AnnotationsFile {
-                data_type,
-                data_subtype: s.into(),
-                annotations,
-            },
+        write_vqa_split(
+            suite,
+            &name,
+            s,
+            ("Open-Ended", &data_type),
+            &records,
+            JsonStyle::Pretty,
         )?;
         for i in source.in_split(*split) {
-            let rel = format!("{name}/images/{s}/{:012}.png", Source::image_id(i));
+            let rel = in_task(&name, &vqa_image(s, Source::image_id(i)));
             link_or_copy(&images[i], &suite.root().join(rel))?;
         }
     }
@@ -346,6 +331,7 @@ pub fn vqa(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> Result<Task
         name: name.clone(),
         kind: TaskKind::Vqa,
         root: name,
+        official: None,
         counts: counts(per_split.iter().map(|(s, q)| (*s, q.len()))),
         baselines,
         description: format!(
@@ -463,7 +449,7 @@ pub fn nlvr2(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> Result<Ta
         for (p, x) in st.iter().enumerate() {
             let prefix = format!("{s}-{}-{p}", x.template);
             for (k, img) in [x.left, x.right].into_iter().enumerate() {
-                let rel = format!("{name}/images/{s}/{prefix}-img{k}.png");
+                let rel = in_task(&name, &nlvr2_image(s, &prefix, k));
                 link_or_copy(&images[img], &suite.root().join(rel))?;
             }
             records.push(nlvr2::Record::new(
@@ -472,7 +458,7 @@ pub fn nlvr2(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> Result<Ta
                 x.label,
             ));
         }
-        suite.write_jsonl(&format!("{name}/{s}.json"), &records)?;
+        suite.write_jsonl(&in_task(&name, &nlvr2_file(s)), &records)?;
     }
 
     let pairs = |split: Split| -> Vec<(&str, &str)> {
@@ -494,6 +480,7 @@ pub fn nlvr2(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> Result<Ta
         name: name.clone(),
         kind: TaskKind::Nlvr2,
         root: name,
+        official: None,
         counts: counts(all.iter().map(|(s, st)| (*s, st.len()))),
         baselines,
         description: format!(
@@ -508,16 +495,14 @@ pub fn classification(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> 
     let name = source.task("cls");
     let cats = source.categories;
     for (i, it) in source.items.iter().enumerate() {
-        let rel = format!(
-            "{name}/{}/{}/{}",
-            it.split.name(),
-            cats[it.category].dir,
-            it.file
+        let rel = in_task(
+            &name,
+            &image_cls_image(it.split.name(), cats[it.category].dir, &it.file),
         );
         link_or_copy(&images[i], &suite.root().join(rel))?;
     }
     suite.write(
-        &format!("{name}/classes.txt"),
+        &in_task(&name, CLASSES),
         class_list(cats.iter().map(|c| c.dir)).as_bytes(),
     )?;
     let labels = |split: Split| -> Vec<&str> {
@@ -536,13 +521,14 @@ pub fn classification(suite: &SuiteDir, source: &Source, images: &[PathBuf]) -> 
         name: name.clone(),
         kind: TaskKind::ImageCls,
         root: name,
+        official: None,
         counts: counts(Split::ALL.map(|s| (s, source.in_split(s).len()))),
         baselines,
         description: format!(
             "{}: image -> category ({} classes; majority in train: {})",
             source.title,
             cats.len(),
-            majority(train.iter().copied()).unwrap_or("-")
+            crate::score::majority(train.iter().copied()).unwrap_or("-")
         ),
     })
 }

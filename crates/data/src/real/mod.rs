@@ -43,6 +43,7 @@ use std::time::Instant;
 
 use crate::error::{DataError, Result, io};
 use crate::formats::text_cls;
+use crate::layout::{CLASSES, LICENCES, MANIFEST, in_task, text_cls_file};
 use crate::out::SuiteDir;
 use crate::suite::{Manifest, SCHEMA, Source, TaskEntry, TaskKind};
 use imagetext::Item;
@@ -84,11 +85,10 @@ pub const PACKAGES: [(&str, &str, &str); 5] = [
 /// Checks that `<sources>/versions.txt` lists exactly the pinned packages.
 fn check_versions(sources: &Path) -> Result<()> {
     let path = sources.join("versions.txt");
-    let hint = "prepare the sources with datasets/build-real-assets";
     if !path.is_file() {
-        return Err(DataError::Invalid {
-            what: format!("real-asset sources {}", sources.display()),
-            reason: format!("no versions.txt: {hint}"),
+        return Err(DataError::SourcesNotPrepared {
+            path: sources.to_path_buf(),
+            reason: "no versions.txt".into(),
         });
     }
     let text = io(&path, std::fs::read_to_string(&path))?;
@@ -101,10 +101,10 @@ fn check_versions(sources: &Path) -> Result<()> {
     let mut want: Vec<&str> = PACKAGES.iter().map(|p| p.1).collect();
     want.sort_unstable();
     if got != want {
-        return Err(DataError::Invalid {
-            what: path.display().to_string(),
+        return Err(DataError::SourcesNotPrepared {
+            path,
             reason: format!(
-                "lists {}; this builder needs {}: {hint}",
+                "lists {}; this builder needs {}",
                 got.join(", "),
                 want.join(", ")
             ),
@@ -122,7 +122,7 @@ fn text_task(
     classes: &[&str],
 ) -> Result<TaskEntry> {
     suite.write(
-        &format!("{name}/classes.txt"),
+        &in_task(name, CLASSES),
         util::class_list(classes.iter().copied()).as_bytes(),
     )?;
     let mut counts = BTreeMap::new();
@@ -139,7 +139,7 @@ fn text_task(
             });
         }
         counts.insert(split.name().to_string(), rs.len());
-        suite.write_jsonl(&format!("{name}/{}.jsonl", split.name()), &rs)?;
+        suite.write_jsonl(&in_task(name, &text_cls_file(split.name())), &rs)?;
     }
     let labels = |split: Split| -> Vec<&str> {
         records
@@ -158,6 +158,7 @@ fn text_task(
         name: name.into(),
         kind: TaskKind::TextCls,
         root: name.into(),
+        official: None,
         counts,
         baselines,
         description,
@@ -287,10 +288,9 @@ pub fn build(sources: &Path, out: &Path, force: bool, progress: bool) -> Result<
     // Licences of the sources travel with the suite.
     let lic = sources.join("licences");
     if !lic.is_dir() {
-        return Err(DataError::Invalid {
-            what: format!("sources {}", sources.display()),
-            reason: "no licences/ folder; prepare the sources with datasets/build-real-assets"
-                .into(),
+        return Err(DataError::SourcesNotPrepared {
+            path: lic,
+            reason: "no licences folder".into(),
         });
     }
     {
@@ -304,7 +304,7 @@ pub fn build(sources: &Path, out: &Path, force: bool, progress: bool) -> Result<
         names.sort();
         for n in names {
             let p = lic.join(&n);
-            suite.write(&format!("licences/{n}"), &io(&p, std::fs::read(&p))?)?;
+            suite.write(&in_task(LICENCES, &n), &io(&p, std::fs::read(&p))?)?;
         }
     }
 
@@ -324,7 +324,7 @@ pub fn build(sources: &Path, out: &Path, force: bool, progress: bool) -> Result<
             })
             .collect(),
     };
-    suite.write_json("suite.json", &manifest)?;
+    suite.write_json(MANIFEST, &manifest)?;
     let dst = suite.finish()?;
     log(&format!("written to {}", dst.display()));
     Ok(manifest)

@@ -412,9 +412,9 @@ pub fn load(dir: &Path) -> Result<Vec<Email>> {
             }
         }
         if names.is_empty() {
-            return Err(DataError::Invalid {
-                what: format!("spam-assassin group {}", gdir.display()),
-                reason: "holds no .txt messages".into(),
+            return Err(DataError::SourcesNotPrepared {
+                path: gdir,
+                reason: "the spam-assassin group holds no .txt messages".into(),
             });
         }
         names.sort();

@@ -1,14 +1,17 @@
 //! Helpers shared by the real-asset sources: fixed hash splits, seeded randomness, image
-//! normalisation, hard links and text-only baselines.
+//! normalisation, hard links and the text-only baselines as the manifest rounds them (the
+//! priors themselves are [`crate::score::Prior`]).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use image::{Rgb, RgbImage, imageops};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use mmerge_core::hash::{fnv1a, splitmix64};
+
 use crate::error::{DataError, Result, io};
+use crate::score::Prior;
 
 /// The seed of every random choice in the suite (negatives, pairs, statement order).
 pub const SEED: u64 = 0x6d6d_6572_6765;
@@ -18,27 +21,10 @@ pub const IMAGE_SIZE: u32 = 64;
 
 pub use crate::suite::Split;
 
-/// 64-bit FNV-1a.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// The splitmix64 finaliser (spreads FNV's low bits).
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// The fixed 80/10/10 split of item `name` of `source`: a pure function of the two strings,
 /// so adding or removing items never moves the others.
 pub fn split_of(source: &str, name: &str) -> Split {
-    let h = mix(fnv1a(format!("{source}/{name}").as_bytes())) % 1000;
+    let h = splitmix64(fnv1a(format!("{source}/{name}").as_bytes())) % 1000;
     match h {
         0..800 => Split::Train,
         800..900 => Split::Val,
@@ -48,7 +34,7 @@ pub fn split_of(source: &str, name: &str) -> Split {
 
 /// A random stream for one named purpose (same tag, same numbers).
 pub fn rng(tag: &str) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(SEED ^ mix(fnv1a(tag.as_bytes())))
+    ChaCha8Rng::seed_from_u64(SEED ^ splitmix64(fnv1a(tag.as_bytes())))
 }
 
 /// Scales `img` so that its longer side is `size` (aspect kept) and centres it on a white
@@ -108,46 +94,23 @@ pub fn tokens(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The most frequent label (ties: the smallest), or `None` for no labels.
-pub fn majority<'a>(labels: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for l in labels {
-        *counts.entry(l).or_default() += 1;
-    }
-    let mut best: Option<(&str, usize)> = None;
-    for (l, n) in counts {
-        if best.is_none_or(|(_, b)| n > b) {
-            best = Some((l, n));
-        }
-    }
-    best.map(|(l, _)| l)
-}
-
-/// Accuracy on `test` of always answering the most frequent `train` label.
+/// Accuracy on `test` of always answering the most frequent `train` label
+/// ([`Prior::majority_accuracy`]), rounded as [`fraction`] rounds.
 pub fn majority_baseline(train: &[&str], test: &[&str]) -> f64 {
-    let Some(m) = majority(train.iter().copied()) else {
-        return 0.0;
-    };
-    fraction(test.iter().filter(|&&l| l == m).count(), test.len())
+    let prior = Prior::fit(train.iter().map(|&l| ("", l)));
+    round6(prior.majority_accuracy(test.iter().map(|&l| ("", l))))
 }
 
 /// Accuracy on `test` of answering, for each key (a question or statement string), the most
-/// frequent `train` label of that key, and the overall majority for keys not seen in train.
+/// frequent `train` label of that key, and the overall majority for keys not seen in train
+/// ([`Prior::accuracy`]), rounded as [`fraction`] rounds.
 pub fn prior_baseline(train: &[(&str, &str)], test: &[(&str, &str)]) -> f64 {
-    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for &(k, l) in train {
-        by_key.entry(k).or_default().push(l);
-    }
-    let overall = majority(train.iter().map(|&(_, l)| l));
-    let prior: BTreeMap<&str, &str> = by_key
-        .iter()
-        .filter_map(|(k, ls)| majority(ls.iter().copied()).map(|m| (*k, m)))
-        .collect();
-    let hits = test
-        .iter()
-        .filter(|&&(k, l)| prior.get(k).copied().or(overall) == Some(l))
-        .count();
-    fraction(hits, test.len())
+    round6(Prior::fit(train.iter().copied()).accuracy(test.iter().copied()))
+}
+
+/// `x` rounded to 6 decimals, so manifests are stable.
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }
 
 /// `num / den` (0 for an empty denominator), rounded to 6 decimals so manifests are stable.
@@ -155,7 +118,7 @@ pub fn fraction(num: usize, den: usize) -> f64 {
     if den == 0 {
         return 0.0;
     }
-    (num as f64 / den as f64 * 1e6).round() / 1e6
+    round6(num as f64 / den as f64)
 }
 
 #[cfg(test)]
@@ -190,7 +153,6 @@ mod tests {
             tokens("Saturn—the 2nd planet!"),
             ["saturn", "the", "2nd", "planet"]
         );
-        assert_eq!(majority(["b", "a", "b", "a"]), Some("a"));
         assert_eq!(
             majority_baseline(&["x", "x", "y"], &["x", "y", "y", "x"]),
             0.5

@@ -77,7 +77,7 @@ use std::str::FromStr;
 
 pub use render::{BACKGROUND, MAX_NOISE, covers};
 pub use scene::{Colour, GRID, Layout, Object, Shape, Size};
-pub use write::{PriorEntry, QuestionPriorFile, SceneRecord, ScenesFile};
+pub use write::{QuestionPriorFile, SceneRecord, ScenesFile};
 
 use crate::error::{DataError, Result};
 use crate::out::SuiteDir;
@@ -144,12 +144,10 @@ impl FromStr for Scale {
         Scale::ALL
             .into_iter()
             .find(|v| v.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| DataError::Invalid {
-                what: format!("scale `{s}`"),
-                reason: format!(
-                    "unknown scale; valid scales: {}",
-                    Scale::ALL.map(Scale::name).join(", ")
-                ),
+            .ok_or_else(|| DataError::UnknownName {
+                what: "scale",
+                name: s.to_string(),
+                valid: Scale::ALL.map(Scale::name).join(", "),
             })
     }
 }
@@ -187,10 +185,10 @@ impl SynthConfig {
 
     /// Checks every knob; the error names the knob and its valid range.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: String, reason: &str| {
-            Err(DataError::Invalid {
+        let bad = |what: String, allowed: &str| {
+            Err(DataError::OutOfRange {
                 what,
-                reason: reason.to_string(),
+                allowed: allowed.to_string(),
             })
         };
         if !(24..=512).contains(&self.image_size) {
@@ -283,7 +281,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path, force: bool, progress: bool) -> R
         tasks,
         sources: Vec::new(),
     };
-    suite.write_json("suite.json", &manifest)?;
+    suite.write_json(crate::layout::MANIFEST, &manifest)?;
     ctx.pb.finish_and_clear();
     suite.finish()?;
     Ok(manifest)

@@ -12,9 +12,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::grammar::Statement;
 use super::scene::{Colour, Desc, Knobs, Scene, Shape, Size, Spec, pick, sample};
-use super::write::{Ctx, Prior, SceneRecord, Split, attempt, balanced, str_pairs};
+use super::write::{Ctx, SceneRecord, Split, attempt, balanced, str_pairs};
 use crate::error::Result;
 use crate::formats::nlvr2::Record;
+use crate::layout::{in_task, nlvr2_file, nlvr2_image};
+use crate::score::Prior;
 use crate::suite::{TaskEntry, TaskKind};
 
 const TASK: &str = "nlvr2";
@@ -235,23 +237,17 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
                 let label = (pair == 0) == true_first;
                 let (left, right) = make(ctx, &st, label, &mut rng)?;
                 let prefix = format!("{s}-{i}-{pair}");
-                let mut scenes = Vec::with_capacity(2);
-                for (side, scene) in [left, right].into_iter().enumerate() {
-                    let file = format!("{prefix}-img{side}.png");
-                    let (image, mask) = ctx.draw_in(TASK, s, &file, &scene, &mut rng)?;
-                    scenes.push(SceneRecord {
+                let mut draw = |side: usize, scene: Scene| -> Result<SceneRecord> {
+                    let image = nlvr2_image(s, &prefix, side);
+                    let (image, mask) = ctx.draw_in(TASK, s, image, &scene, &mut rng)?;
+                    Ok(SceneRecord {
                         image,
                         mask,
                         objects: scene.objects,
-                    });
-                }
-                let [l, r]: [SceneRecord; 2] =
-                    scenes
-                        .try_into()
-                        .map_err(|_| crate::error::DataError::Invalid {
-                            what: "nlvr2".into(),
-                            reason: "internal: not two images".into(),
-                        })?;
+                    })
+                };
+                let l = draw(0, left)?;
+                let r = draw(1, right)?;
                 out.push(Example {
                     record: Record::new(format!("{prefix}-0"), text.clone(), label),
                     template: st.template(),
@@ -265,7 +261,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         examples.shuffle(&mut split_rng);
         let records: Vec<&Record> = examples.iter().map(|e| &e.record).collect();
         ctx.suite
-            .write_jsonl(&format!("{TASK}/{s}.json"), &records)?;
+            .write_jsonl(&in_task(TASK, &nlvr2_file(s)), &records)?;
         ctx.write_scenes(
             TASK,
             split,
@@ -320,6 +316,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         name: TASK.into(),
         kind: TaskKind::Nlvr2,
         root: TASK.into(),
+        official: None,
         counts,
         baselines,
         description: "is a statement about a pair of images true? every sentence occurs once True \

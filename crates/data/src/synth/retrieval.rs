@@ -14,8 +14,10 @@ use super::scene::{Desc, Layout, Object, Rel, Scene, Spec, sample};
 use super::write::{Ctx, SceneRecord, Split, attempt};
 use crate::error::Result;
 use crate::formats::captions::{
-    KarpathyFile, KarpathyImage, KarpathySentence, chance_recall, equivalent_groups_of,
+    KarpathyFile, KarpathyImage, KarpathySentence, equivalent_groups_of,
 };
+use crate::layout::{EQUIVALENT_CAPTIONS, KARPATHY_FILE, in_task, split_images};
+use crate::score::chance_recall;
 use crate::suite::{TaskEntry, TaskKind};
 
 const TASK: &str = "retrieval";
@@ -164,7 +166,13 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             let caps = captions(&mut rng, &ctx.layout, &scene)?;
             let imgid = base + i as u64;
             let filename = format!("{imgid:06}.png");
-            let (image, mask) = ctx.draw_in(TASK, s, &filename, &scene, &mut rng)?;
+            let (image, mask) = ctx.draw_in(
+                TASK,
+                s,
+                format!("{}/{filename}", split_images(s)),
+                &scene,
+                &mut rng,
+            )?;
             let sentences: Vec<KarpathySentence> = caps
                 .into_iter()
                 .enumerate()
@@ -180,7 +188,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
                 })
                 .collect();
             let entry = KarpathyImage {
-                filepath: Some(format!("images/{s}")),
+                filepath: Some(split_images(s)),
                 filename,
                 imgid,
                 split: s.into(),
@@ -211,9 +219,9 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         .map(|k| (format!("chance_r{k}"), chance_recall(&images, "test", k)))
         .into();
     ctx.suite
-        .write_json(&format!("{TASK}/equivalent_captions.json"), &groups)?;
-    ctx.write_compact(
-        &format!("{TASK}/dataset.json"),
+        .write_json(&in_task(TASK, EQUIVALENT_CAPTIONS), &groups)?;
+    ctx.suite.write_compact(
+        &in_task(TASK, KARPATHY_FILE),
         &KarpathyFile {
             images,
             dataset: "synthetic".into(),
@@ -223,6 +231,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         name: TASK.into(),
         kind: TaskKind::Retrieval,
         root: TASK.into(),
+        official: None,
         counts,
         baselines,
         description: format!(

@@ -11,9 +11,11 @@ use rand::Rng;
 use super::grammar::{Claim, first_colour};
 use super::retrieval::{Family, claim};
 use super::scene::{Colour, Desc, Spec, sample};
-use super::write::{Ctx, Prior, Split, attempt, balanced};
+use super::write::{Ctx, Split, attempt, balanced};
 use crate::error::Result;
 use crate::formats::text_cls::Record;
+use crate::layout::{CLASSES, in_task, text_cls_file};
+use crate::score::Prior;
 use crate::suite::{TaskEntry, TaskKind, class_list};
 
 fn write_task(
@@ -37,12 +39,12 @@ fn write_task(
             })
         })?;
         ctx.suite
-            .write_jsonl(&format!("{task}/{}.jsonl", split.name()), &records)?;
+            .write_jsonl(&in_task(task, &text_cls_file(split.name())), &records)?;
         counts.insert(split.name().to_string(), n);
         splits.push(records);
     }
     ctx.suite.write(
-        &format!("{task}/classes.txt"),
+        &in_task(task, CLASSES),
         class_list(labels.iter().map(String::as_str)).as_bytes(),
     )?;
     fn pairs(r: &[Record]) -> Vec<(&str, &str)> {
@@ -60,6 +62,7 @@ fn write_task(
         name: task.into(),
         kind: TaskKind::TextCls,
         root: task.into(),
+        official: None,
         counts,
         baselines,
         description: description.into(),

@@ -10,8 +10,10 @@
 use std::collections::BTreeMap;
 
 use super::scene::{Desc, Shape, Spec, sample};
-use super::write::{Ctx, Prior, SceneRecord, Split, attempt, balanced};
+use super::write::{Ctx, SceneRecord, Split, attempt, balanced};
 use crate::error::Result;
+use crate::layout::{CLASSES, image_cls_image, in_task, scene_masks, seg_image, seg_mask};
+use crate::score::Prior;
 use crate::suite::{TaskEntry, TaskKind, class_list};
 
 /// Writes one image task; `spec(label)` says what a scene of that class looks like, `paths`
@@ -86,6 +88,7 @@ fn write_task(
         name: task.into(),
         kind,
         root: task.into(),
+        official: None,
         counts,
         baselines,
         description: description.into(),
@@ -106,10 +109,8 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
         &["scene".to_string()],
         |_| Spec::default(),
         |s, _, i| {
-            (
-                format!("{s}/images/{i:06}.png"),
-                format!("{s}/masks/{i:06}.png"),
-            )
+            let file = format!("{i:06}.png");
+            (seg_image(s, &file), seg_mask(s, &file))
         },
         "per-pixel shape class (0 background, 1 square, 2 circle, 3 triangle, 4 cross); \
          majority = pixel accuracy of predicting background everywhere",
@@ -117,7 +118,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
     seg.baselines = BTreeMap::from([("majority".to_string(), background)]);
     let seg_classes = std::iter::once("background").chain(Shape::ALL.iter().map(|s| s.name()));
     ctx.suite.write(
-        "segmentation/classes.txt",
+        &in_task("segmentation", CLASSES),
         class_list(seg_classes).as_bytes(),
     )?;
 
@@ -133,9 +134,10 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
             ..Spec::default()
         },
         |s, c, i| {
+            let file = format!("{i:06}.png");
             (
-                format!("{s}/{c}/{i:06}.png"),
-                format!("scenes/masks/{s}/{i:06}.png"),
+                image_cls_image(s, c, &file),
+                format!("{}/{file}", scene_masks(s)),
             )
         },
         "the shape of the one object in the image",
@@ -152,16 +154,17 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
             ..Spec::default()
         },
         |s, c, i| {
+            let file = format!("{i:06}.png");
             (
-                format!("{s}/{c}/{i:06}.png"),
-                format!("scenes/masks/{s}/{i:06}.png"),
+                image_cls_image(s, c, &file),
+                format!("{}/{file}", scene_masks(s)),
             )
         },
         "how many objects the image shows",
     )?;
     for (task, classes) in [("shape_cls", &shapes), ("count_cls", &numbers)] {
         ctx.suite.write(
-            &format!("{task}/classes.txt"),
+            &in_task(task, CLASSES),
             class_list(classes.iter().map(String::as_str)).as_bytes(),
         )?;
     }

@@ -8,13 +8,11 @@ use rand_chacha::ChaCha8Rng;
 
 use super::grammar::Question;
 use super::scene::{Colour, Desc, Rel, Scene, Shape, Size, Spec, pick, sample};
-use super::write::{
-    Ctx, Prior, QuestionPriorFile, SceneRecord, Split, attempt, balanced, str_pairs,
-};
+use super::write::{Ctx, QuestionPriorFile, SceneRecord, Split, attempt, balanced, str_pairs};
 use crate::error::Result;
-use crate::formats::vqa::{
-    Annotation, AnnotationsFile, HumanAnswer, Question as VqaQuestion, QuestionsFile,
-};
+use crate::layout::{ANSWERS, QUESTION_PRIOR, in_task, vqa_image};
+use crate::out::{JsonStyle, UnanimousQa, write_vqa_split};
+use crate::score::Prior;
 use crate::suite::{TaskEntry, TaskKind};
 
 const TASK: &str = "vqa";
@@ -188,8 +186,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             let mut rng = ctx.rng(TASK, split, i);
             let (question, answer, scene) = make(ctx, forms[plan[i]], &mut rng)?;
             let image_id = base + i as u64;
-            let (image, mask) =
-                ctx.draw_in(TASK, s, &format!("{image_id:012}.png"), &scene, &mut rng)?;
+            let (image, mask) = ctx.draw_in(TASK, s, vqa_image(s, image_id), &scene, &mut rng)?;
             Ok(Item {
                 image_id,
                 text: question.text(),
@@ -203,42 +200,25 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             })
         })?;
         next_id += n as u64;
-        let questions = QuestionsFile {
-            task_type: "OpenEnded".into(),
-            data_type: "synthetic".into(),
-            data_subtype: s.into(),
-            questions: items
-                .iter()
-                .map(|it| VqaQuestion {
-                    image_id: it.image_id,
-                    question: it.text.clone(),
-                    question_id: it.image_id * 10,
-                })
-                .collect(),
-        };
-        let annotations = AnnotationsFile {
-            data_type: "synthetic".into(),
-            data_subtype: s.into(),
-            annotations: items
-                .iter()
-                .map(|it| Annotation {
-                    question_type: it.question.question_type().into(),
-                    multiple_choice_answer: it.answer.clone(),
-                    answers: (1..=10)
-                        .map(|answer_id| HumanAnswer {
-                            answer: it.answer.clone(),
-                            answer_confidence: "yes".into(),
-                            answer_id,
-                        })
-                        .collect(),
-                    image_id: it.image_id,
-                    answer_type: it.question.answer_type().into(),
-                    question_id: it.image_id * 10,
-                })
-                .collect(),
-        };
-        ctx.write_compact(&format!("{TASK}/questions_{s}.json"), &questions)?;
-        ctx.write_compact(&format!("{TASK}/annotations_{s}.json"), &annotations)?;
+        let qas: Vec<UnanimousQa> = items
+            .iter()
+            .map(|it| UnanimousQa {
+                question_id: it.image_id * 10,
+                image_id: it.image_id,
+                question: &it.text,
+                answer: &it.answer,
+                question_type: it.question.question_type(),
+                answer_type: it.question.answer_type(),
+            })
+            .collect();
+        write_vqa_split(
+            ctx.suite,
+            TASK,
+            s,
+            ("OpenEnded", "synthetic"),
+            &qas,
+            JsonStyle::Compact,
+        )?;
         ctx.write_scenes(
             TASK,
             split,
@@ -248,8 +228,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         splits.push(items);
     }
     let vocab = vocabulary(ctx.knobs.max);
-    ctx.suite
-        .write_json(&format!("{TASK}/answers.json"), &vocab)?;
+    ctx.suite.write_json(&in_task(TASK, ANSWERS), &vocab)?;
 
     let pairs = |items: &'_ [Item]| -> Vec<(String, String)> {
         items
@@ -263,7 +242,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
     let question_prior = prior.accuracy(as_refs(&test));
     let majority = prior.majority_accuracy(as_refs(&test));
     ctx.suite.write_json(
-        &format!("{TASK}/question_prior.json"),
+        &in_task(TASK, QUESTION_PRIOR),
         &QuestionPriorFile {
             fallback: prior.fallback.clone(),
             test_accuracy: question_prior,
@@ -280,6 +259,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
         name: TASK.into(),
         kind: TaskKind::Vqa,
         root: TASK.into(),
+        official: None,
         counts,
         baselines,
         description:

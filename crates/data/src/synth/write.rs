@@ -17,7 +17,10 @@ use super::SynthConfig;
 use super::render::{png, render};
 use super::scene::{Knobs, Layout, Scene};
 use crate::error::{DataError, Result, io};
+use crate::layout::{in_task, scene_masks, scenes_file, split_images};
 use crate::out::SuiteDir;
+use crate::score::PriorEntry;
+use mmerge_core::hash::fnv1a;
 
 pub use crate::suite::Split;
 
@@ -48,13 +51,6 @@ pub(crate) struct Ctx<'a> {
     pub pb: ProgressBar,
 }
 
-/// FNV-1a, a stable hash of a task name for the random-stream key.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl<'a> Ctx<'a> {
     pub fn new(cfg: &'a SynthConfig, suite: &'a SuiteDir, pb: ProgressBar) -> Self {
         Self {
@@ -75,7 +71,7 @@ impl<'a> Ctx<'a> {
     pub fn rng(&self, task: &str, split: Split, index: usize) -> ChaCha8Rng {
         let mut key = [0u8; 32];
         key[..8].copy_from_slice(&self.cfg.seed.to_le_bytes());
-        key[8..16].copy_from_slice(&fnv1a(task).to_le_bytes());
+        key[8..16].copy_from_slice(&fnv1a(task.as_bytes()).to_le_bytes());
         key[16..24].copy_from_slice(&(split.index() as u64 + 1).to_le_bytes());
         let mut rng = ChaCha8Rng::from_seed(key);
         rng.set_stream(index as u64);
@@ -142,40 +138,26 @@ impl<'a> Ctx<'a> {
     /// Creates the two folders [`Ctx::draw_in`] writes a split's images and masks into.
     pub fn image_dirs(&self, task: &str, split: &str) -> Result<()> {
         self.mkdirs(&[
-            format!("{task}/images/{split}"),
-            format!("{task}/scenes/masks/{split}"),
+            in_task(task, &split_images(split)),
+            in_task(task, &scene_masks(split)),
         ])
     }
 
-    /// Draws `scene` as `<task>/images/<split>/<file>` with its mask at
-    /// `<task>/scenes/masks/<split>/<file>`, and returns those two paths relative to the task.
+    /// Draws `scene` as `<task>/<image>` (`image` one of the split's images,
+    /// [`crate::layout::split_images`]) with its mask of the same file name in
+    /// [`crate::layout::scene_masks`], and returns those two paths relative to the task.
     pub fn draw_in(
         &self,
         task: &str,
         split: &str,
-        file: &str,
+        image: String,
         scene: &Scene,
         rng: &mut ChaCha8Rng,
     ) -> Result<(String, String)> {
-        let image = format!("images/{split}/{file}");
-        let mask = format!("scenes/masks/{split}/{file}");
-        self.draw(
-            scene,
-            &format!("{task}/{image}"),
-            &format!("{task}/{mask}"),
-            rng,
-        )?;
+        let file = image.rsplit('/').next().unwrap_or(&image);
+        let mask = format!("{}/{file}", scene_masks(split));
+        self.draw(scene, &in_task(task, &image), &in_task(task, &mask), rng)?;
         Ok((image, mask))
-    }
-
-    /// Writes `value` as compact JSON (one line, as the official data files are) to `rel`.
-    pub fn write_compact<T: Serialize>(&self, rel: &str, value: &T) -> Result<()> {
-        let mut bytes = serde_json::to_vec(value).map_err(|e| DataError::Invalid {
-            what: rel.to_string(),
-            reason: e.to_string(),
-        })?;
-        bytes.push(b'\n');
-        self.suite.write(rel, &bytes)
     }
 
     /// Writes `<root>/scenes/<split>.json`.
@@ -184,7 +166,8 @@ impl<'a> Ctx<'a> {
             layout: self.layout,
             scenes,
         };
-        self.write_compact(&format!("{root}/scenes/{}.json", split.name()), &file)
+        self.suite
+            .write_compact(&in_task(root, &scenes_file(split.name())), &file)
     }
 }
 
@@ -209,23 +192,10 @@ pub(crate) fn attempt<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> Result
             return Ok(t);
         }
     }
-    Err(DataError::Invalid {
-        what: "synthetic suite".into(),
-        reason: format!("could not build {what} in {TRIES} tries"),
+    Err(DataError::Unsatisfiable {
+        what: what.to_string(),
+        tries: TRIES,
     })
-}
-
-/// A label predicted from the text alone: the most frequent label per key on the training
-/// split, the overall most frequent one for unseen keys (ties: the smaller label).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PriorEntry {
-    /// The predicted label.
-    pub answer: String,
-    /// How often it is the label of this key on the training split.
-    pub count: usize,
-    /// How often the key occurs on the training split.
-    pub total: usize,
 }
 
 /// `vqa/question_prior.json`: the per-question-string prior.
@@ -239,71 +209,4 @@ pub struct QuestionPriorFile {
     pub majority_test_accuracy: f64,
     /// Per exact question text.
     pub questions: BTreeMap<String, PriorEntry>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Prior {
-    pub per_key: BTreeMap<String, PriorEntry>,
-    pub fallback: PriorEntry,
-}
-
-fn best(counts: &BTreeMap<&str, usize>) -> PriorEntry {
-    let total = counts.values().sum();
-    // BTreeMap order + strict `>` keeps the smallest label on ties.
-    let mut out = PriorEntry {
-        answer: String::new(),
-        count: 0,
-        total,
-    };
-    for (label, &c) in counts {
-        if c > out.count {
-            out.answer = (*label).to_string();
-            out.count = c;
-        }
-    }
-    out
-}
-
-impl Prior {
-    pub fn fit<'s>(train: impl IntoIterator<Item = (&'s str, &'s str)>) -> Self {
-        let mut per: BTreeMap<&str, BTreeMap<&str, usize>> = BTreeMap::new();
-        let mut all: BTreeMap<&str, usize> = BTreeMap::new();
-        for (key, label) in train {
-            *per.entry(key).or_default().entry(label).or_default() += 1;
-            *all.entry(label).or_default() += 1;
-        }
-        Self {
-            per_key: per
-                .iter()
-                .map(|(k, c)| ((*k).to_string(), best(c)))
-                .collect(),
-            fallback: best(&all),
-        }
-    }
-
-    pub fn predict(&self, key: &str) -> &str {
-        self.per_key
-            .get(key)
-            .map_or(&self.fallback.answer, |e| &e.answer)
-    }
-
-    /// Accuracy on `(key, label)` pairs (0 when there are none).
-    pub fn accuracy<'s>(&self, test: impl IntoIterator<Item = (&'s str, &'s str)>) -> f64 {
-        let (mut hit, mut n) = (0usize, 0usize);
-        for (key, label) in test {
-            n += 1;
-            hit += usize::from(self.predict(key) == label);
-        }
-        if n == 0 { 0.0 } else { hit as f64 / n as f64 }
-    }
-
-    /// Accuracy of always answering the training majority.
-    pub fn majority_accuracy<'s>(&self, test: impl IntoIterator<Item = (&'s str, &'s str)>) -> f64 {
-        let (mut hit, mut n) = (0usize, 0usize);
-        for (_, label) in test {
-            n += 1;
-            hit += usize::from(self.fallback.answer == label);
-        }
-        if n == 0 { 0.0 } else { hit as f64 / n as f64 }
-    }
 }
