@@ -1,36 +1,65 @@
 //! The merge config: mergekit's YAML format (`models` or `slices`, `merge_method`,
 //! `base_model`, `parameters`, `dtype`, `out_dtype`, `tokenizer_source`), so existing mergekit
-//! configs run unchanged. Every struct denies unknown fields; errors carry the YAML line.
+//! configs run unchanged. Every struct denies unknown fields.
+//!
+//! A config is parsed once, by [`MergeConfig::from_yaml`], into typed values: the method is a
+//! [`MethodKind`], dtypes are [`Dtype`]s, and every check that needs only the config (method,
+//! parameter names, slices, dtypes, model references, tokenizer source) runs here. Errors carry
+//! the file and the YAML line of the offending node, which the YAML parser itself reports
+//! ([`locate`]), and list the valid choices.
 
 use std::path::{Path, PathBuf};
 
+use mmerge_core::Dtype;
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::error::{MergeError, Result};
-use crate::methods::MethodKind;
-use crate::params::ParamMap;
+use crate::methods::{MethodKind, Scope};
+use crate::params::{ParamMap, ParamValue};
 
-/// A whole merge config.
+/// A parsed value and the 1-based YAML line it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub line: Option<usize>,
+}
+
+/// A whole merge config, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct MergeConfig {
+    pub merge_method: Spanned<MethodKind>,
+    pub models: Option<Vec<InputModel>>,
+    pub slices: Option<Vec<OutputSlice>>,
+    pub base_model: Option<String>,
+    pub parameters: ParamMap,
+    pub dtype: Option<Spanned<Dtype>>,
+    pub out_dtype: Option<Spanned<Dtype>>,
+    pub tokenizer_source: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The config as YAML spells it, before [`MergeConfig::from_yaml`] types and checks it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MergeConfig {
-    pub merge_method: String,
+struct RawConfig {
+    merge_method: String,
     #[serde(default)]
-    pub models: Option<Vec<InputModel>>,
+    models: Option<Vec<InputModel>>,
     #[serde(default)]
-    pub slices: Option<Vec<OutputSlice>>,
+    slices: Option<Vec<OutputSlice>>,
     #[serde(default)]
-    pub base_model: Option<String>,
+    base_model: Option<String>,
     #[serde(default)]
-    pub parameters: ParamMap,
+    parameters: ParamMap,
     #[serde(default)]
-    pub dtype: Option<String>,
+    dtype: Option<String>,
     #[serde(default)]
-    pub out_dtype: Option<String>,
+    out_dtype: Option<String>,
     #[serde(default)]
-    pub tokenizer_source: Option<String>,
+    tokenizer_source: Option<String>,
     #[serde(default)]
-    pub name: Option<String>,
+    name: Option<String>,
 }
 
 /// One entry of `models:`.
@@ -61,12 +90,178 @@ pub struct InputSlice {
     pub layer_range: [usize; 2],
     #[serde(default)]
     pub parameters: ParamMap,
+    /// The YAML line of `layer_range` (set by [`MergeConfig::from_yaml`]).
+    #[serde(skip)]
+    pub layer_range_line: Option<usize>,
 }
 
-/// 1-based line of the first line of `text` containing `needle`.
-pub(crate) fn line_of(text: &str, needle: &str) -> Option<usize> {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+/// One step of a path into a YAML document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
 }
+
+/// The 1-based line of the node at `path` in the YAML `text`, as the YAML parser reports it:
+/// for a path ending in a key, the key's line. `None` when the path is not in the document.
+pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<usize> {
+    match Find(path).deserialize(serde_yaml_ng::Deserializer::from_str(text)) {
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| l.line()),
+        _ => None,
+    }
+}
+
+/// The message by which [`Find`] stops at its target (the parser adds the position).
+const FOUND: &str = "mmerge: located";
+
+/// Walks a document along a path and fails, with [`FOUND`], at its last step, so that the
+/// parser's error carries the position of that node.
+struct Find<'p>(&'p [Seg<'p>]);
+
+impl<'de> DeserializeSeed<'de> for Find<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Find<'_> {
+    fn leaf<E: de::Error>(self) -> Result<(), E> {
+        if self.0.is_empty() {
+            Err(E::custom(FOUND))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Find<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML node")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let want = match self.0.first() {
+            None => return Err(de::Error::custom(FOUND)),
+            Some(Seg::Index(i)) => Some(*i),
+            Some(Seg::Key(_)) => None,
+        };
+        let mut i = 0;
+        loop {
+            let more = if Some(i) == want {
+                seq.next_element_seed(Find(&self.0[1..]))?
+            } else {
+                seq.next_element::<IgnoredAny>()?.map(|_| ())
+            };
+            if more.is_none() {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let want = match self.0.first() {
+            None => return Err(de::Error::custom(FOUND)),
+            Some(Seg::Key(k)) => Some(*k),
+            Some(Seg::Index(_)) => None,
+        };
+        let last = self.0.len() == 1;
+        while let Some(hit) = map.next_key_seed(FindKey { want, last })? {
+            if hit {
+                map.next_value_seed(Find(&self.0[1..]))?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A mapping key: `true` when it is the wanted one; fails with [`FOUND`] (at the key's
+/// position) when the wanted key is the path's last step.
+struct FindKey<'p> {
+    want: Option<&'p str>,
+    last: bool,
+}
+
+impl<'de> DeserializeSeed<'de> for FindKey<'_> {
+    type Value = bool;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FindKey<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a mapping key")
+    }
+
+    fn visit_str<E: de::Error>(self, k: &str) -> Result<bool, E> {
+        let hit = self.want == Some(k);
+        if hit && self.last {
+            return Err(E::custom(FOUND));
+        }
+        Ok(hit)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+}
+
+/// Valid dtype names, for error messages.
+const DTYPES: &str = "float32, bfloat16, float16, float64";
 
 impl MergeConfig {
     /// Reads and checks a config file.
@@ -78,108 +273,280 @@ impl MergeConfig {
 
     /// Parses and checks config text; `path` is only used in error messages.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self> {
+        use Seg::{Index, Key};
         let err = |line: Option<usize>, message: String| MergeError::Config {
             path: path.to_path_buf(),
             line,
             message,
         };
-        let cfg: MergeConfig = serde_yaml_ng::from_str(text).map_err(|e| {
+        let at = |p: &[Seg<'_>]| locate(text, p);
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line());
             let msg = e.to_string();
             // serde_yaml_ng appends " at line L column C"; the line is in our prefix already.
             let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
             err(line, msg)
         })?;
-        if MethodKind::from_name(&cfg.merge_method).is_none() {
-            return Err(err(
-                line_of(text, "merge_method"),
+        let method_line = at(&[Key("merge_method")]);
+        let method = MethodKind::from_name(&raw.merge_method).ok_or_else(|| {
+            err(
+                method_line,
                 format!(
                     "unknown merge_method `{}`; valid: {}",
-                    cfg.merge_method,
+                    raw.merge_method,
                     MethodKind::NAMES.join(", ")
                 ),
-            ));
-        }
-        match (&cfg.models, &cfg.slices) {
+            )
+        })?;
+        let dtype = |key: &'static str, value: &Option<String>| -> Result<Option<Spanned<Dtype>>> {
+            let Some(name) = value else { return Ok(None) };
+            let line = at(&[Key(key)]);
+            match Dtype::from_user(name) {
+                Some(d) => Ok(Some(Spanned { value: d, line })),
+                None => Err(err(
+                    line,
+                    format!("unknown {key} `{name}`; valid: {DTYPES}"),
+                )),
+            }
+        };
+        let dtype_v = dtype("dtype", &raw.dtype)?;
+        let out_dtype = dtype("out_dtype", &raw.out_dtype)?;
+        match (&raw.models, &raw.slices) {
             (Some(_), Some(_)) => {
                 return Err(err(
-                    line_of(text, "slices"),
+                    at(&[Key("slices")]),
                     "give `models` or `slices`, not both".into(),
                 ));
             }
             (None, None) => return Err(err(None, "the config needs `models` or `slices`".into())),
             (Some(m), None) if m.is_empty() => {
-                return Err(err(line_of(text, "models"), "`models` is empty".into()));
+                return Err(err(at(&[Key("models")]), "`models` is empty".into()));
             }
             (None, Some(s)) if s.is_empty() => {
-                return Err(err(line_of(text, "slices"), "`slices` is empty".into()));
+                return Err(err(at(&[Key("slices")]), "`slices` is empty".into()));
             }
             _ => {}
         }
-        for (i, s) in cfg.slices.iter().flatten().enumerate() {
+        let mut slices = raw.slices;
+        for (i, s) in slices.iter_mut().flatten().enumerate() {
             if s.sources.is_empty() {
                 return Err(err(
-                    line_of(text, "sources"),
+                    at(&[Key("slices"), Index(i), Key("sources")]),
                     format!("slice {i} has no sources"),
                 ));
             }
-            for src in &s.sources {
+            let span = s.sources[0].layer_range[1].saturating_sub(s.sources[0].layer_range[0]);
+            for (j, src) in s.sources.iter_mut().enumerate() {
+                let line = at(&[
+                    Key("slices"),
+                    Index(i),
+                    Key("sources"),
+                    Index(j),
+                    Key("layer_range"),
+                ]);
+                src.layer_range_line = line;
                 let [a, b] = src.layer_range;
                 if a >= b {
                     return Err(err(
-                        line_of(text, "layer_range"),
+                        line,
                         format!(
                             "slice {i}: layer_range [{a}, {b}] of {} is empty",
                             src.model
                         ),
                     ));
                 }
+                if b - a != span {
+                    return Err(err(
+                        line,
+                        format!("slice {i}: every source must span the same number of layers"),
+                    ));
+                }
             }
         }
-        for (key, value) in [("dtype", &cfg.dtype), ("out_dtype", &cfg.out_dtype)] {
-            if let Some(d) = value
-                && mmerge_core::Dtype::from_user(d).is_none()
-            {
-                return Err(err(
-                    line_of(text, &format!("{key}:")),
-                    format!("unknown {key} `{d}`; valid: float32, bfloat16, float16, float64"),
-                ));
-            }
-        }
-        for model in cfg.model_refs() {
+        let cfg = MergeConfig {
+            merge_method: Spanned {
+                value: method,
+                line: method_line,
+            },
+            models: raw.models,
+            slices,
+            base_model: raw.base_model,
+            parameters: raw.parameters,
+            dtype: dtype_v,
+            out_dtype,
+            tokenizer_source: raw.tokenizer_source,
+            name: raw.name,
+        };
+        for (i, model) in cfg.model_refs().into_iter().enumerate() {
             if model.contains('+') {
                 return Err(err(
-                    line_of(text, model),
+                    cfg.model_path_line(text, i),
                     format!("`{model}`: LoRA references (`model+lora`) are not supported"),
                 ));
             }
         }
-        if let Some(src) = &cfg.tokenizer_source
-            && src == "union"
-        {
+        if let Some(src) = &cfg.tokenizer_source {
+            let line = at(&[Key("tokenizer_source")]);
+            if src == "union" {
+                return Err(err(
+                    line,
+                    "tokenizer_source `union` is not supported; use `base` or a model path".into(),
+                ));
+            }
+            if src != "base" && !cfg.model_refs().contains(&src.as_str()) {
+                return Err(err(
+                    line,
+                    format!("tokenizer_source `{src}` is not a model of this merge"),
+                ));
+            }
+        }
+        if method.needs_base() && cfg.base_model.is_none() {
             return Err(err(
-                line_of(text, "tokenizer_source"),
-                "tokenizer_source `union` is not supported; use `base` or a model path".into(),
+                method_line,
+                format!("merge_method `{}` needs `base_model`", method.name()),
             ));
         }
+        cfg.check_param_names(text, path)?;
         Ok(cfg)
+    }
+
+    /// The method.
+    pub fn method(&self) -> MethodKind {
+        self.merge_method.value
+    }
+
+    /// The output dtype: `out_dtype`, else `dtype`, else (`None`) the inputs'.
+    pub fn output_dtype(&self) -> Option<Dtype> {
+        self.out_dtype.or(self.dtype).map(|d| d.value)
     }
 
     /// Every model path the config names, base first, without repeats.
     pub fn model_refs(&self) -> Vec<&str> {
-        let mut all: Vec<&str> = self.base_model.iter().map(String::as_str).collect();
-        all.extend(self.models.iter().flatten().map(|m| m.model.as_str()));
-        for s in self.slices.iter().flatten() {
-            all.extend(s.base_model.as_deref());
-            all.extend(s.sources.iter().map(|src| src.model.as_str()));
-        }
-        let mut out: Vec<&str> = Vec::with_capacity(all.len());
-        for m in all {
+        let mut out: Vec<&str> = Vec::new();
+        for (m, _) in self.model_mentions() {
             if !out.contains(&m) {
                 out.push(m);
             }
         }
         out
+    }
+
+    /// Every mention of a model, in [`Self::model_refs`] order, with its YAML path.
+    fn model_mentions(&self) -> Vec<(&str, Vec<Seg<'static>>)> {
+        use Seg::{Index, Key};
+        let mut all: Vec<(&str, Vec<Seg<'static>>)> = self
+            .base_model
+            .iter()
+            .map(|b| (b.as_str(), vec![Key("base_model")]))
+            .collect();
+        for (i, m) in self.models.iter().flatten().enumerate() {
+            all.push((&m.model, vec![Key("models"), Index(i), Key("model")]));
+        }
+        for (i, s) in self.slices.iter().flatten().enumerate() {
+            if let Some(b) = &s.base_model {
+                all.push((b, vec![Key("slices"), Index(i), Key("base_model")]));
+            }
+            for (j, src) in s.sources.iter().enumerate() {
+                all.push((
+                    &src.model,
+                    vec![
+                        Key("slices"),
+                        Index(i),
+                        Key("sources"),
+                        Index(j),
+                        Key("model"),
+                    ],
+                ));
+            }
+        }
+        all
+    }
+
+    /// The line of the first mention of model reference number `i`.
+    fn model_path_line(&self, text: &str, i: usize) -> Option<usize> {
+        let wanted = *self.model_refs().get(i)?;
+        let (_, p) = self
+            .model_mentions()
+            .into_iter()
+            .find(|(m, _)| *m == wanted)?;
+        locate(text, &p)
+    }
+
+    /// Every parameter name is declared by the method, per-model ones only per model, and
+    /// flags are never gradients.
+    fn check_param_names(&self, text: &str, path: &Path) -> Result<()> {
+        use Seg::{Index, Key};
+        let method = self.method();
+        let all: Vec<&str> = method.params().iter().map(|p| p.name).collect();
+        // (parameter map, per-model only, YAML path of the map)
+        let mut maps: Vec<(&ParamMap, bool, Vec<Seg<'_>>)> =
+            vec![(&self.parameters, false, vec![Key("parameters")])];
+        for (i, m) in self.models.iter().flatten().enumerate() {
+            maps.push((
+                &m.parameters,
+                true,
+                vec![Key("models"), Index(i), Key("parameters")],
+            ));
+        }
+        for (i, s) in self.slices.iter().flatten().enumerate() {
+            maps.push((
+                &s.parameters,
+                false,
+                vec![Key("slices"), Index(i), Key("parameters")],
+            ));
+            for (j, src) in s.sources.iter().enumerate() {
+                maps.push((
+                    &src.parameters,
+                    true,
+                    vec![
+                        Key("slices"),
+                        Index(i),
+                        Key("sources"),
+                        Index(j),
+                        Key("parameters"),
+                    ],
+                ));
+            }
+        }
+        for (map, per_model, at) in maps {
+            for (name, value) in map {
+                let spec = method.params().iter().find(|p| p.name == name);
+                let message = match spec {
+                    Some(p) if per_model && p.scope == Scope::Shared => format!(
+                        "parameter `{name}` is shared by all models of a merge; set it in the \
+                         top-level or slice `parameters`, not per model"
+                    ),
+                    Some(p) if !p.gradient() && is_gradient(value) => format!(
+                        "parameter `{name}` of merge_method `{}` is a flag; it cannot be a \
+                         gradient over depth",
+                        method.name()
+                    ),
+                    Some(_) => continue,
+                    None => format!(
+                        "unknown parameter `{name}` for merge_method `{}`; valid: {}",
+                        method.name(),
+                        all.join(", ")
+                    ),
+                };
+                let mut key_path = at.clone();
+                key_path.push(Key(name));
+                return Err(MergeError::Config {
+                    path: path.to_path_buf(),
+                    line: locate(text, &key_path),
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a setting is, or holds, a gradient list.
+fn is_gradient(v: &ParamValue) -> bool {
+    match v {
+        ParamValue::Gradient(_) => true,
+        ParamValue::Filtered(entries) => entries.iter().any(|e| is_gradient(&e.value)),
+        ParamValue::Bool(_) | ParamValue::Number(_) => false,
     }
 }
 
@@ -203,7 +570,17 @@ mod tests {
             "slices:\n  - sources:\n      - model: a\n        layer_range: [0, 4]\n      - model: b\n        layer_range: [0, 4]\nmerge_method: slerp\nbase_model: a\nparameters:\n  t:\n    - filter: self_attn\n      value: [0, 0.5, 0.3, 0.7, 1]\n    - value: 0.5\ndtype: bfloat16\n",
         )
         .unwrap();
-        assert_eq!(c.merge_method, "slerp");
+        assert_eq!(c.method(), MethodKind::Slerp);
+        assert_eq!(c.merge_method.line, Some(7));
+        assert_eq!(
+            c.dtype.map(|d| (d.value, d.line)),
+            Some((Dtype::BF16, Some(14)))
+        );
+        let s = &c.slices.as_ref().unwrap()[0].sources;
+        assert_eq!(
+            (s[0].layer_range_line, s[1].layer_range_line),
+            (Some(4), Some(6))
+        );
         assert_eq!(c.model_refs(), ["a", "b"]);
     }
 
@@ -226,5 +603,51 @@ mod tests {
         assert!(e.contains("cfg.yml:4: unknown dtype `int4`"), "{e}");
         let e = parse("merge_method: linear\n").unwrap_err();
         assert!(e.contains("needs `models` or `slices`"), "{e}");
+    }
+
+    #[test]
+    fn lines_come_from_the_parser_not_from_a_text_search() {
+        // `densty` appears first in a comment and in a model path: the error points at the key.
+        let y = "# densty: 1\nmerge_method: ties\nbase_model: densty\nmodels:\n  - model: a\n    parameters: {weight: 1}\n  - model: b\n    parameters:\n      weight: 1\n      densty: 0.5\n";
+        let e = parse(y).unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:10: unknown parameter `densty` for merge_method `ties`"),
+            "{e}"
+        );
+        let e = parse(
+            "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1, t: 0.5}\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("cfg.yml:4: unknown parameter `t`"), "{e}");
+        let e = parse(
+            "models:\n  - model: a\nparameters:\n  normalize: [0, 1]\nmerge_method: linear\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:4: parameter `normalize` of merge_method `linear` is a flag"),
+            "{e}"
+        );
+        let e = parse("slices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n      - model: b\n        layer_range: [1, 4]\nmerge_method: slerp\nbase_model: a\nparameters: {t: 0.5}\n").unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:6: slice 0: every source must span"),
+            "{e}"
+        );
+        let e = parse("merge_method: linear\nmodels:\n  - model: a\ntokenizer_source: c\n")
+            .unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:4: tokenizer_source `c` is not a model"),
+            "{e}"
+        );
+        let e =
+            parse("models:\n  - model: a\n  - model: x+lora\nmerge_method: linear\n").unwrap_err();
+        assert!(e.starts_with("cfg.yml:3: `x+lora`: LoRA"), "{e}");
+        assert_eq!(
+            locate(
+                "a: 1\nb:\n  - x\n  - {c: 2}\n",
+                &[Seg::Key("b"), Seg::Index(1), Seg::Key("c")]
+            ),
+            Some(4)
+        );
+        assert_eq!(locate("a: 1\n", &[Seg::Key("b")]), None);
     }
 }

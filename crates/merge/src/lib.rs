@@ -89,7 +89,7 @@ pub fn merge_file(
 ) -> Result<MergeSummary> {
     let text = std::fs::read_to_string(config).map_err(|e| CoreError::io(config, e))?;
     let cfg = MergeConfig::from_yaml(&text, config)?;
-    let plan = MergePlan::new(&cfg, config, &text, opts.seed)?;
+    let plan = MergePlan::new(&cfg, config, opts.seed)?;
     run(&plan, &text, opts, progress)
 }
 

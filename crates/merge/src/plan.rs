@@ -25,12 +25,12 @@ use mmerge_core::{Checkpoint, Dtype, OutputTensor};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{MergeConfig, line_of, model_path};
+use crate::config::{MergeConfig, OutputSlice, model_path};
 use crate::error::{MergeError, Result};
 use crate::methods::{
     DynKernel, Inputs, Kind, Method, MethodKind, ParamSpec, Scope, TensorPlan, Value, Values,
 };
-use crate::params::{ParamMap, ParamValue, Scalar};
+use crate::params::{ParamMap, Scalar};
 
 /// One input tensor: a model (index into [`MergePlan::models`]) and a key in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,21 +106,14 @@ const OUTSIDE_DEPTH: f64 = 0.0;
 const EMPTY: &ParamMap = &ParamMap::new();
 
 impl MergePlan {
-    /// Opens the config's models and plans the merge. `cfg_path` and `text` (the config's
-    /// source) are used to point errors at lines.
-    pub fn new(cfg: &MergeConfig, cfg_path: &Path, text: &str, seed: u64) -> Result<Self> {
-        let cfg_err = |needle: &str, message: String| MergeError::Config {
+    /// Opens the config's models and plans the merge. `cfg_path` names the config in errors.
+    pub fn new(cfg: &MergeConfig, cfg_path: &Path, seed: u64) -> Result<Self> {
+        let cfg_err = |line: Option<usize>, message: String| MergeError::Config {
             path: cfg_path.to_path_buf(),
-            line: line_of(text, needle),
+            line,
             message,
         };
-        let method = MethodKind::from_name(&cfg.merge_method).ok_or_else(|| {
-            cfg_err(
-                "merge_method",
-                format!("unknown merge_method `{}`", cfg.merge_method),
-            )
-        })?;
-        check_param_names(cfg, method, &cfg_err)?;
+        let method = cfg.method();
 
         let refs = cfg.model_refs();
         let mut models = Vec::with_capacity(refs.len());
@@ -130,17 +123,7 @@ impl MergePlan {
             models.push(Checkpoint::open(model_path(r))?);
         }
         let base = cfg.base_model.as_deref().map(|b| index[b]);
-        if method.needs_base() && base.is_none() {
-            return Err(cfg_err(
-                "merge_method",
-                format!("merge_method `{}` needs `base_model`", method.name()),
-            ));
-        }
-        let out_dtype = cfg
-            .out_dtype
-            .as_deref()
-            .or(cfg.dtype.as_deref())
-            .and_then(Dtype::from_user);
+        let out_dtype = cfg.output_dtype();
 
         let (jobs, out_layers) = match (&cfg.models, &cfg.slices) {
             (Some(entries), _) => {
@@ -175,7 +158,7 @@ impl MergePlan {
                 (jobs, None)
             }
             (None, Some(slices)) => slice_jobs(slices, &models, &index, base, &cfg_err)?,
-            (None, None) => return Err(cfg_err("merge_method", "no models or slices".into())),
+            (None, None) => return Err(cfg_err(None, "no models or slices".into())),
         };
 
         let mut groups = Vec::with_capacity(jobs.len());
@@ -198,7 +181,7 @@ impl MergePlan {
             None | Some("base") => config_model,
             Some(other) => *index.get(other).ok_or_else(|| {
                 cfg_err(
-                    "tokenizer_source",
+                    None,
                     format!("tokenizer_source `{other}` is not a model of this merge"),
                 )
             })?,
@@ -306,92 +289,18 @@ impl MergePlan {
     }
 }
 
-fn check_param_names(
-    cfg: &MergeConfig,
-    method: MethodKind,
-    cfg_err: &dyn Fn(&str, String) -> MergeError,
-) -> Result<()> {
-    let model_only: Vec<&str> = method.model_params();
-    let all: Vec<&str> = method.params().iter().map(|p| p.name).collect();
-    let mut maps: Vec<(&ParamMap, &[&str])> = vec![(&cfg.parameters, &all)];
-    maps.extend(
-        cfg.models
-            .iter()
-            .flatten()
-            .map(|m| (&m.parameters, model_only.as_slice())),
-    );
-    for s in cfg.slices.iter().flatten() {
-        maps.push((&s.parameters, &all));
-        maps.extend(
-            s.sources
-                .iter()
-                .map(|x| (&x.parameters, model_only.as_slice())),
-        );
-    }
-    for (map, valid) in maps {
-        for (name, value) in map {
-            if valid.contains(&name.as_str()) {
-                let spec = method.params().iter().find(|p| p.name == name);
-                if spec.is_some_and(|p| !p.gradient()) && is_gradient(value) {
-                    return Err(cfg_err(
-                        &format!("{name}:"),
-                        format!(
-                            "parameter `{name}` of merge_method `{}` is a flag; it cannot be a \
-                             gradient over depth",
-                            method.name()
-                        ),
-                    ));
-                }
-                continue;
-            }
-            let message = if all.contains(&name.as_str()) {
-                format!(
-                    "parameter `{name}` is shared by all models of a merge; set it in the top-level \
-                     or slice `parameters`, not per model"
-                )
-            } else {
-                format!(
-                    "unknown parameter `{name}` for merge_method `{}`; valid: {}",
-                    method.name(),
-                    all.join(", ")
-                )
-            };
-            return Err(cfg_err(&format!("{name}:"), message));
-        }
-    }
-    Ok(())
-}
-
-/// Whether a setting is, or holds, a gradient list.
-fn is_gradient(v: &ParamValue) -> bool {
-    match v {
-        ParamValue::Gradient(_) => true,
-        ParamValue::Filtered(entries) => entries.iter().any(|e| is_gradient(&e.value)),
-        ParamValue::Bool(_) | ParamValue::Number(_) => false,
-    }
-}
-
 fn slice_jobs<'a>(
-    slices: &'a [crate::config::OutputSlice],
+    slices: &'a [OutputSlice],
     models: &[Checkpoint],
     index: &HashMap<&str, usize>,
     base: Option<usize>,
-    cfg_err: &dyn Fn(&str, String) -> MergeError,
+    cfg_err: &dyn Fn(Option<usize>, String) -> MergeError,
 ) -> Result<(Vec<Job<'a>>, Option<usize>)> {
     let mut layer_jobs = Vec::new();
     let mut offset = 0usize;
     for (si, slice) in slices.iter().enumerate() {
+        // `MergeConfig::from_yaml` checked that every source spans the same number of layers.
         let n = slice.sources[0].layer_range[1] - slice.sources[0].layer_range[0];
-        if slice
-            .sources
-            .iter()
-            .any(|s| s.layer_range[1] - s.layer_range[0] != n)
-        {
-            return Err(cfg_err(
-                "layer_range",
-                format!("slice {si}: every source must span the same number of layers"),
-            ));
-        }
         let slice_base = slice.base_model.as_deref().map(|b| index[b]).or(base);
         let reference = slice
             .sources
@@ -408,7 +317,7 @@ fn slice_jobs<'a>(
             );
             if s.layer_range[1] > have {
                 return Err(cfg_err(
-                    "layer_range",
+                    s.layer_range_line,
                     format!(
                         "slice {si}: layer_range [{}, {}] of {} goes past its {have} layers",
                         s.layer_range[0], s.layer_range[1], s.model
@@ -446,7 +355,7 @@ fn slice_jobs<'a>(
         offset += n;
     }
     // Tensors outside the layers: from the first slice's sources (before) or the last's (after).
-    let edge = |slice: &'a crate::config::OutputSlice, want: TensorRole| -> Vec<Job<'a>> {
+    let edge = |slice: &'a OutputSlice, want: TensorRole| -> Vec<Job<'a>> {
         let slice_base = slice.base_model.as_deref().map(|b| index[b]).or(base);
         let reference = slice
             .sources

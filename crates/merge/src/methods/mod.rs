@@ -99,24 +99,6 @@ impl MethodKind {
     pub fn params(self) -> &'static [ParamSpec] {
         self.method().params
     }
-
-    /// Names of the parameters that may differ per input model (`models[i].parameters`).
-    pub fn model_params(self) -> Vec<&'static str> {
-        self.params()
-            .iter()
-            .filter(|p| p.scope != Scope::Shared)
-            .map(|p| p.name)
-            .collect()
-    }
-
-    /// Names of the parameters that hold for the whole merge of a tensor.
-    pub fn global_params(self) -> Vec<&'static str> {
-        self.params()
-            .iter()
-            .filter(|p| p.scope == Scope::Shared)
-            .map(|p| p.name)
-            .collect()
-    }
 }
 
 /// One merge method: what it is called, what it takes, how it plans a tensor, and its oracle.

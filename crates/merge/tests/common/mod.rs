@@ -51,7 +51,7 @@ pub fn merge(dir: &Path, yaml: &str, seed: u64) -> Result<Checkpoint, mmerge_mer
     let cfg_path = dir.join("merge.yml");
     std::fs::write(&cfg_path, yaml).unwrap();
     let cfg = MergeConfig::from_yaml(yaml, &cfg_path)?;
-    let plan = MergePlan::new(&cfg, &cfg_path, yaml, seed)?;
+    let plan = MergePlan::new(&cfg, &cfg_path, seed)?;
     let mut opts = MergeOptions::new(dir.join("out"));
     opts.force = true;
     opts.max_shard_bytes = 200_000;
