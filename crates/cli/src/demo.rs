@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mmerge_core::{CheckpointWriter, Dtype, OutputTensor};
+use mmerge_core::Dtype;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -40,26 +40,22 @@ fn normal(rng: &mut ChaCha8Rng) -> f32 {
     ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
+/// A LLaMA-shaped bf16 model folder (one safetensors file and its `config.json`).
 fn write_model(dir: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) -> anyhow::Result<()> {
-    let outs: Vec<OutputTensor> = tensors
-        .iter()
-        .map(|(n, s, _)| OutputTensor::new(n.clone(), Dtype::BF16, s.clone()))
-        .collect();
-    let w = CheckpointWriter::create(dir, &outs, usize::MAX, true)?;
-    for (n, _, v) in tensors {
-        w.write_f32(n, 0, v)?;
-    }
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": HIDDEN, "intermediate_size": FFN, "num_hidden_layers": LAYERS,
         "num_attention_heads": 4, "num_key_value_heads": 4, "vocab_size": VOCAB,
         "torch_dtype": "bfloat16", "tie_word_embeddings": false
     });
-    w.write_file(
-        "config.json",
-        serde_json::to_string_pretty(&config)?.as_bytes(),
+    let config = serde_json::to_string_pretty(&config)?;
+    mmerge_core::writer::write_model(
+        dir,
+        Dtype::BF16,
+        tensors,
+        usize::MAX,
+        &[("config.json", config.as_bytes())],
     )?;
-    w.finish()?;
     Ok(())
 }
 

@@ -34,9 +34,6 @@ pub enum CoreError {
          downloads, so put it there first (or give a folder)"
     )]
     NotInHubCache { model: String, cache: PathBuf },
-    /// A pretrained model that `scripts/fetch-weights` puts in the cache is not there.
-    #[error("{path} is missing: run scripts/fetch-weights (scripts/test does)")]
-    NotFetched { path: PathBuf },
     /// A tensor that was asked for is not in the checkpoint.
     #[error("{path}: tensor `{name}` not found")]
     MissingTensor { path: PathBuf, name: String },

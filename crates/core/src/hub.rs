@@ -50,30 +50,6 @@ pub fn resolve(model: &str, cache: &Path) -> Result<PathBuf> {
     Err(not_found())
 }
 
-/// Where `scripts/fetch-weights` puts the pretrained model `name` (`all-MiniLM-L6-v2`,
-/// `dinov2-small`): `${MMERGE_CACHE:-$HOME/.cache/mmerge}/weights/<name>`.
-pub fn fetched_weights(name: &str) -> std::path::PathBuf {
-    let cache = std::env::var_os("MMERGE_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/mmerge")
-        });
-    cache.join("weights").join(name)
-}
-
-/// [`fetched_weights`] for a model that must be there: the folder, or an error naming the
-/// missing `file` in it and the script that fetches it.
-pub fn require_fetched(name: &str, file: &str) -> crate::Result<std::path::PathBuf> {
-    let dir = fetched_weights(name);
-    let path = dir.join(file);
-    if path.is_file() {
-        Ok(dir)
-    } else {
-        Err(crate::CoreError::NotFetched { path })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ModelError, Result};
+use crate::error::{ConfigError, ModelError, Result};
 
 /// Which parts of a block are modality-specific (one copy per expert) and which are shared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,9 +187,9 @@ impl MultiwayConfig {
             path: path.to_path_buf(),
             message: format!("{e}"),
         })?;
-        cfg.validate().map_err(|message| ModelError::Config {
-            path: path.to_path_buf(),
-            message,
+        cfg.validate().map_err(|error| ModelError::InvalidConfig {
+            path: Some(path.to_path_buf()),
+            error,
         })?;
         Ok(cfg)
     }
@@ -200,7 +200,7 @@ impl MultiwayConfig {
     }
 
     /// Checks the fields are consistent; the error says which field and why.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), ConfigError> {
         let positive = [
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -210,57 +210,59 @@ impl MultiwayConfig {
             ("max_position_embeddings", self.max_position_embeddings),
             ("intermediate_size", self.intermediate_size()),
         ];
-        for (name, v) in positive {
-            if v <= 0 {
-                return Err(format!("`{name}` must be positive, got {v}"));
+        for (field, value) in positive {
+            if value <= 0 {
+                return Err(ConfigError::NotPositive { field, value });
             }
         }
         // 0 means "no such input" for these.
-        for (name, v) in [
+        for (field, value) in [
             ("image_size", self.image_size),
             ("vocab_size", self.vocab_size),
             ("type_vocab_size", self.type_vocab_size),
         ] {
-            if v < 0 {
-                return Err(format!("`{name}` must be 0 (none) or positive, got {v}"));
+            if value < 0 {
+                return Err(ConfigError::Negative { field, value });
             }
         }
         if !self.has_images() && !self.has_text() {
-            return Err(
-                "the model needs images (`image_size` > 0) or text (`vocab_size` > 0)".into(),
-            );
+            return Err(ConfigError::NoInput);
         }
         if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(format!(
-                "`hidden_size` {} is not divisible by `num_attention_heads` {}",
-                self.hidden_size, self.num_attention_heads
-            ));
+            return Err(ConfigError::NotDivisible {
+                field: "hidden_size",
+                value: self.hidden_size,
+                by: "num_attention_heads",
+                divisor: self.num_attention_heads,
+            });
         }
         if self.has_images() && self.image_size % self.patch_size != 0 {
-            return Err(format!(
-                "`image_size` {} is not divisible by `patch_size` {}",
-                self.image_size, self.patch_size
-            ));
+            return Err(ConfigError::NotDivisible {
+                field: "image_size",
+                value: self.image_size,
+                by: "patch_size",
+                divisor: self.patch_size,
+            });
         }
         if !(0..=self.num_hidden_layers).contains(&self.vl_layers) {
-            return Err(format!(
-                "`vl_layers` {} must be between 0 and `num_hidden_layers` {}",
-                self.vl_layers, self.num_hidden_layers
-            ));
+            return Err(ConfigError::VlLayers {
+                vl_layers: self.vl_layers,
+                layers: self.num_hidden_layers,
+            });
         }
-        for (name, p) in [
+        for (field, value) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
             (
                 "attention_probs_dropout_prob",
                 self.attention_probs_dropout_prob,
             ),
         ] {
-            if !(0.0..1.0).contains(&p) {
-                return Err(format!("`{name}` must be in [0, 1), got {p}"));
+            if !(0.0..1.0).contains(&value) {
+                return Err(ConfigError::NotAProbability { field, value });
             }
         }
-        if self.layer_norm_eps <= 0.0 {
-            return Err("`layer_norm_eps` must be positive".into());
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
+            return Err(ConfigError::LayerNormEps(self.layer_norm_eps));
         }
         Ok(())
     }

@@ -11,14 +11,14 @@
 //! run time (`interpolate_pos_encoding`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use mmerge_core::Checkpoint;
+use mmerge_core::{Checkpoint, imagenet};
 use serde_json::Value;
 use tch::{Kind, Tensor, nn};
 
 use crate::config::{Expert, MultiwayConfig, Part, Sharing};
-use crate::error::{ModelError, Result};
+use crate::error::{KeyReport, ModelError, Result};
 
 /// The Hugging Face architectures we import.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,17 +150,13 @@ impl HfConfig {
                 }
             }
         }
-        cfg.validate()
-            .map_err(|m| cfg_err(Path::new("config.json"), m))?;
+        cfg.validate().map_err(|error| ModelError::InvalidConfig {
+            path: Some(PathBuf::from("config.json")),
+            error,
+        })?;
         Ok(cfg)
     }
 }
-
-/// ImageNet channel means and standard deviations, the normalisation of the ViT and DINOv2
-/// image processors.
-pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-/// See [`IMAGENET_MEAN`].
-pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// Pixels [3, H, W] from interleaved RGB bytes (H × W × 3): scaled to [0, 1], then normalised
 /// with the ImageNet mean and standard deviation, as the Hugging Face image processors do.
@@ -169,8 +165,8 @@ pub fn pixels_from_rgb(rgb: &[u8], height: i64, width: i64) -> Tensor {
     let x = Tensor::from_slice(&raw)
         .view([height, width, 3])
         .permute([2, 0, 1]);
-    (x - Tensor::from_slice(&IMAGENET_MEAN).view([3, 1, 1]))
-        / Tensor::from_slice(&IMAGENET_STD).view([3, 1, 1])
+    (x - Tensor::from_slice(&imagenet::MEAN).view([3, 1, 1]))
+        / Tensor::from_slice(&imagenet::STD).view([3, 1, 1])
 }
 
 /// How a Hugging Face tensor becomes ours.
@@ -328,9 +324,7 @@ pub fn resize_positions(pos: &Tensor, grid: i64) -> Result<Tensor> {
     let n = s[1] - 1;
     let g = (n as f64).sqrt().round() as i64;
     if s.len() != 3 || s[0] != 1 || g * g != n {
-        return Err(ModelError::Input(format!(
-            "position embeddings {s:?} are not [1, 1 + G², D]"
-        )));
+        return Err(ModelError::PositionTable { shape: s });
     }
     if g == grid {
         return Ok(pos.shallow_clone());
@@ -349,6 +343,18 @@ pub fn resize_positions(pos: &Tensor, grid: i64) -> Result<Tensor> {
     Ok(Tensor::cat(&[cls, resized], 1))
 }
 
+/// The model's variable `key`, which the Hugging Face tensor `hf_key` maps to.
+fn variable<'a>(
+    vars: &'a std::collections::HashMap<String, Tensor>,
+    key: &str,
+    hf_key: &str,
+) -> Result<&'a Tensor> {
+    vars.get(key).ok_or_else(|| ModelError::NoVariable {
+        key: key.to_string(),
+        hf_key: hf_key.to_string(),
+    })
+}
+
 /// Copies the Hugging Face weights in `dir` into `expert`'s path of the model in `vs`
 /// (built with `cfg`). Every tensor of the architecture must be present and fit; the error
 /// lists what is missing or mis-shaped. Variables outside that path keep their values.
@@ -362,17 +368,12 @@ pub fn import(
     let ck = Checkpoint::open(dir)?;
     let vars = vs.variables();
     let map = key_map(kind, cfg, expert);
-    let mut missing = vec![];
-    let mut mismatched = vec![];
+    let mut report = KeyReport::default();
     let mut plan = vec![];
     for (hf, ours, tr) in &map {
-        let Some(var) = vars.get(ours) else {
-            return Err(ModelError::Input(format!(
-                "the target model has no `{ours}` (for `{hf}`)"
-            )));
-        };
+        let var = variable(&vars, ours, hf)?;
         let Some(key) = find(&ck, hf) else {
-            missing.push(hf.clone());
+            report.missing(hf);
             continue;
         };
         let mut t = Tensor::from_slice(&ck.read_f32(&key)?).view(
@@ -386,24 +387,11 @@ pub fn import(
         if *tr == Transform::Positions {
             t = resize_positions(&t, cfg.image_size / cfg.patch_size)?;
         }
-        if t.size() != var.size() {
-            mismatched.push(crate::error::ShapeMismatch {
-                key: key.clone(),
-                expected: var.size(),
-                found: t.size().iter().map(|&d| d as usize).collect(),
-            });
-            continue;
+        if report.shape_fits(&key, &var.size(), &t.size()) {
+            plan.push((var.shallow_clone(), t));
         }
-        plan.push((var.shallow_clone(), t));
     }
-    if !missing.is_empty() || !mismatched.is_empty() {
-        return Err(ModelError::Keys {
-            path: ck.path().to_path_buf(),
-            missing,
-            unexpected: vec![],
-            mismatched,
-        });
-    }
+    report.finish(ck.path())?;
     let _guard = tch::no_grad_guard();
     for (mut var, t) in plan {
         var.f_copy_(&t.to_kind(var.kind()).to_device(var.device()))?;
@@ -431,10 +419,8 @@ pub fn export(
     let vars = vs.variables();
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
     for (hf_key, ours, _) in key_map(hf.kind, cfg, Expert::Shared) {
-        let t = vars.get(&ours).ok_or_else(|| {
-            ModelError::Input(format!("the model has no `{ours}` to export as `{hf_key}`"))
-        })?;
-        tensors.insert(hf_key, t.detach());
+        let t = variable(&vars, &ours, &hf_key)?.detach();
+        tensors.insert(hf_key, t);
     }
     if hf.kind == HfKind::Dinov2 {
         tensors.insert(

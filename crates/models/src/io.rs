@@ -8,7 +8,7 @@ use std::path::Path;
 use mmerge_core::{Checkpoint, CheckpointWriter, Dtype, OutputTensor};
 use tch::{Kind, Tensor, nn};
 
-use crate::error::{ModelError, Result, ShapeMismatch};
+use crate::error::{KeyReport, Result};
 
 /// Saves every variable of `vs` as F32 safetensors (keys = variable names, sorted) into the
 /// folder `out`, with `config_json` as `config.json`. Atomic: nothing exists at `out` until
@@ -52,41 +52,20 @@ pub fn write_folder(
 /// every missing, unexpected and mis-shaped key.
 pub fn check_keys(vs: &nn::VarStore, ck: &Checkpoint) -> Result<()> {
     let vars = vs.variables();
-    let mut missing: Vec<String> = vec![];
-    let mut mismatched = vec![];
+    let mut report = KeyReport::default();
     for (name, t) in &vars {
         match ck.meta(name) {
-            None => missing.push(name.clone()),
+            None => report.missing(name),
             Some(m) => {
-                let want: Vec<i64> = t.size();
-                if m.shape.iter().map(|&d| d as i64).collect::<Vec<_>>() != want {
-                    mismatched.push(ShapeMismatch {
-                        key: name.clone(),
-                        expected: want,
-                        found: m.shape.clone(),
-                    });
-                }
+                let found: Vec<i64> = m.shape.iter().map(|&d| d as i64).collect();
+                report.shape_fits(name, &t.size(), &found);
             }
         }
     }
-    let mut unexpected: Vec<String> = ck
-        .names()
-        .iter()
-        .filter(|n| !vars.contains_key(*n))
-        .cloned()
-        .collect();
-    if missing.is_empty() && unexpected.is_empty() && mismatched.is_empty() {
-        return Ok(());
+    for name in ck.names().iter().filter(|n| !vars.contains_key(*n)) {
+        report.unexpected(name);
     }
-    missing.sort();
-    unexpected.sort();
-    mismatched.sort_by(|a: &ShapeMismatch, b| a.key.cmp(&b.key));
-    Err(ModelError::Keys {
-        path: ck.path().to_path_buf(),
-        missing,
-        unexpected,
-        mismatched,
-    })
+    report.finish(ck.path())
 }
 
 /// Loads a checkpoint (file or folder) into `vs`, strictly: see [`check_keys`].

@@ -12,5 +12,5 @@ pub mod multiway;
 pub mod optim;
 
 pub use config::{Expert, MultiwayConfig, Part, Sharing};
-pub use error::{ModelError, Result};
+pub use error::{ConfigError, ModelError, Result};
 pub use multiway::{MultiwayTransformer, TextBatch, parameter_count};

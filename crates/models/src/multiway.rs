@@ -276,7 +276,8 @@ pub struct TextBatch<'a> {
 impl MultiwayTransformer {
     /// Creates the variables under `p` (names as in the module docs).
     pub fn new(p: &nn::Path<'_>, cfg: &MultiwayConfig) -> Result<Self> {
-        cfg.validate().map_err(ModelError::Input)?;
+        cfg.validate()
+            .map_err(|error| ModelError::InvalidConfig { path: None, error })?;
         Ok(MultiwayTransformer {
             cfg: cfg.clone(),
             embeddings: Embeddings::new(p / "embeddings", cfg),

@@ -108,11 +108,10 @@ impl AdamW {
     /// One update with `grads[i]` the gradient of `params()[i]` (undefined = not used).
     pub fn step(&mut self, grads: &[Tensor]) -> Result<()> {
         if grads.len() != self.params.len() {
-            return Err(ModelError::Input(format!(
-                "AdamW::step got {} gradients for {} parameters",
-                grads.len(),
-                self.params.len()
-            )));
+            return Err(ModelError::GradientCount {
+                got: grads.len(),
+                params: self.params.len(),
+            });
         }
         self.step += 1;
         let c = &self.config;
@@ -132,13 +131,13 @@ impl AdamW {
             let p = &self.params[i];
             let n = p.numel();
             if g.size() != p.size() || g.kind() != Kind::Float || g.device() != Device::Cpu {
-                return Err(ModelError::Input(format!(
-                    "AdamW::step: gradient {i} is {:?} {:?} on {:?}, parameter is {:?} float on cpu",
-                    g.kind(),
-                    g.size(),
-                    g.device(),
-                    p.size()
-                )));
+                return Err(ModelError::GradientMismatch {
+                    index: i,
+                    kind: g.kind(),
+                    shape: g.size(),
+                    device: g.device(),
+                    param_shape: p.size(),
+                });
             }
             let g = g.contiguous();
             // SAFETY: `check_param` (at construction) and the checks above make both tensors
@@ -191,14 +190,13 @@ impl Coefs {
 
 fn check_param(i: usize, p: &Tensor) -> Result<()> {
     if p.kind() != Kind::Float || p.device() != Device::Cpu || !p.is_contiguous() {
-        return Err(ModelError::Input(format!(
-            "AdamW: parameter {i} ({:?}, {:?} on {:?}, contiguous: {}) must be contiguous float32 \
-             on the CPU",
-            p.size(),
-            p.kind(),
-            p.device(),
-            p.is_contiguous()
-        )));
+        return Err(ModelError::UnsupportedParameter {
+            index: i,
+            shape: p.size(),
+            kind: p.kind(),
+            device: p.device(),
+            contiguous: p.is_contiguous(),
+        });
     }
     Ok(())
 }

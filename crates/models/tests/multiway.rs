@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use mmerge_models::config::{Expert, MultiwayConfig, Sharing};
-use mmerge_models::{MultiwayTransformer, TextBatch, io, merge_map, parameter_count};
+use mmerge_models::{
+    ConfigError, ModelError, MultiwayTransformer, TextBatch, io, merge_map, parameter_count,
+};
 use tch::{Device, Kind, Tensor, nn};
 
 const ALL: [Sharing; 5] = [
@@ -158,11 +160,114 @@ fn config_with_an_unknown_field_is_named() {
     v.as_object_mut().unwrap().remove("hiden_size");
     v["num_attention_heads"] = 3.into();
     std::fs::write(&p, v.to_string()).unwrap();
-    let err = MultiwayConfig::from_file(&p).unwrap_err().to_string();
+    let err = MultiwayConfig::from_file(&p).unwrap_err();
     assert!(
-        err.contains("`hidden_size` 32 is not divisible by `num_attention_heads` 3"),
-        "{err}"
+        matches!(
+            &err,
+            ModelError::InvalidConfig {
+                path: Some(path),
+                error: ConfigError::NotDivisible {
+                    field: "hidden_size",
+                    value: 32,
+                    by: "num_attention_heads",
+                    divisor: 3
+                }
+            } if path == &p
+        ),
+        "{err:?}"
     );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: `hidden_size` 32 is not divisible by `num_attention_heads` 3",
+            p.display()
+        )
+    );
+}
+
+#[test]
+fn validate_names_the_field_and_why() {
+    let ok = MultiwayConfig::preset("tiny", Sharing::Shared).unwrap();
+    assert_eq!(ok.validate(), Ok(()));
+    let cases: [(MultiwayConfig, ConfigError); 7] = [
+        (
+            MultiwayConfig {
+                num_hidden_layers: 0,
+                ..ok.clone()
+            },
+            ConfigError::NotPositive {
+                field: "num_hidden_layers",
+                value: 0,
+            },
+        ),
+        (
+            MultiwayConfig {
+                vocab_size: -1,
+                ..ok.clone()
+            },
+            ConfigError::Negative {
+                field: "vocab_size",
+                value: -1,
+            },
+        ),
+        (
+            MultiwayConfig {
+                vocab_size: 0,
+                image_size: 0,
+                ..ok.clone()
+            },
+            ConfigError::NoInput,
+        ),
+        (
+            MultiwayConfig {
+                image_size: 30,
+                ..ok.clone()
+            },
+            ConfigError::NotDivisible {
+                field: "image_size",
+                value: 30,
+                by: "patch_size",
+                divisor: ok.patch_size,
+            },
+        ),
+        (
+            MultiwayConfig {
+                vl_layers: ok.num_hidden_layers + 1,
+                ..ok.clone()
+            },
+            ConfigError::VlLayers {
+                vl_layers: ok.num_hidden_layers + 1,
+                layers: ok.num_hidden_layers,
+            },
+        ),
+        (
+            MultiwayConfig {
+                attention_probs_dropout_prob: 1.0,
+                ..ok.clone()
+            },
+            ConfigError::NotAProbability {
+                field: "attention_probs_dropout_prob",
+                value: 1.0,
+            },
+        ),
+        (
+            MultiwayConfig {
+                layer_norm_eps: 0.0,
+                ..ok.clone()
+            },
+            ConfigError::LayerNormEps(0.0),
+        ),
+    ];
+    for (cfg, want) in cases {
+        assert_eq!(cfg.validate(), Err(want.clone()));
+        // A model is not built from it either.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let err = MultiwayTransformer::new(&vs.root(), &cfg).unwrap_err();
+        assert!(
+            matches!(&err, ModelError::InvalidConfig { path: None, error } if *error == want),
+            "{err:?}"
+        );
+    }
 }
 
 #[test]

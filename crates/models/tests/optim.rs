@@ -2,6 +2,7 @@
 //! The fused AdamW against two oracles: libtorch's own AdamW (through `tch::nn`) on a real
 //! model, and a float64 scalar loop written from the formula.
 
+use mmerge_models::ModelError;
 use mmerge_models::optim::{AdamW, AdamWConfig};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -118,14 +119,42 @@ fn unused_parameters_are_left_alone_and_bad_input_is_refused() {
     for x in Vec::<f32>::try_from(&used).unwrap() {
         assert!((f64::from(x) - expect).abs() < 1e-7, "{x} vs {expect}");
     }
-    let err = opt.step(&[Tensor::ones([3], (Kind::Float, Device::Cpu))]);
+    let err = opt
+        .step(&[Tensor::ones([3], (Kind::Float, Device::Cpu))])
+        .unwrap_err();
     assert!(
-        err.unwrap_err()
-            .to_string()
-            .contains("got 1 gradients for 2")
+        matches!(err, ModelError::GradientCount { got: 1, params: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "AdamW::step got 1 gradients for 2 parameters"
+    );
+    let err = opt
+        .step(&[
+            Tensor::ones([3], (Kind::Float, Device::Cpu)),
+            Tensor::ones([3], (Kind::Float, Device::Cpu)),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(&err, ModelError::GradientMismatch { index: 1, shape, param_shape, .. }
+            if shape == &[3] && param_shape == &[2]),
+        "{err:?}"
     );
     let half = Tensor::ones([2], (Kind::Half, Device::Cpu));
-    let err = AdamW::new(vec![half], AdamWConfig::default()).unwrap_err();
+    let err = AdamW::new(vec![used.shallow_clone(), half], AdamWConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::UnsupportedParameter {
+                index: 1,
+                kind: Kind::Half,
+                contiguous: true,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(
         err.to_string().contains("must be contiguous float32"),
         "{err}"
