@@ -29,7 +29,12 @@ fn module_doc(source: &str) -> String {
 fn every_method_states_its_formula_paper_and_deviations() {
     for &k in MethodKind::ALL {
         let m = k.method();
-        let doc = module_doc(k.module_source());
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("src/methods")
+            .join(format!("{}.rs", k.module()));
+        let source = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("{}: {}: {e}", m.name, file.display()));
+        let doc = module_doc(&source);
         assert!(
             doc.len() >= 200,
             "{}: the module must open with a //! doc",

@@ -65,6 +65,17 @@ const LAMBDA: ParamSpec = ParamSpec {
     },
 };
 const WEIGHT: ParamSpec = ParamSpec::weight(Scope::NonBase);
+/// The parameters of a sparsifying method, with its `normalize` and `rescale` defaults.
+const fn sparsified_params(normalize: bool, rescale: bool) -> [ParamSpec; 6] {
+    [
+        WEIGHT,
+        DENSITY,
+        ParamSpec::flag("normalize", normalize),
+        LAMBDA,
+        ParamSpec::flag("int8_mask", false),
+        ParamSpec::flag("rescale", rescale),
+    ]
+}
 const DARE_GOLDENS: Goldens = Goldens::Unreproducible(
     "mergekit draws DARE's mask from torch's global RNG; ours is a seeded per-element hash",
 );
@@ -87,14 +98,7 @@ pub const TIES: Method = Method {
     reference: Reference::Arxiv("2306.01708"),
     needs_base: true,
     inputs: Inputs::Many,
-    params: &[
-        WEIGHT,
-        DENSITY,
-        ParamSpec::flag("normalize", true),
-        LAMBDA,
-        ParamSpec::flag("int8_mask", false),
-        ParamSpec::flag("rescale", false),
-    ],
+    params: &sparsified_params(true, false),
     plan: |t| plan(t, Sparsify::Magnitude, true),
     oracle: |c| oracle_case(c, Sparsify::Magnitude, true),
     goldens: Goldens::Cases(&["ties", "ties_gradient"]),
@@ -106,14 +110,7 @@ pub const DARE_LINEAR: Method = Method {
     reference: Reference::Arxiv("2311.03099"),
     needs_base: true,
     inputs: Inputs::Many,
-    params: &[
-        WEIGHT,
-        DENSITY,
-        ParamSpec::flag("normalize", false),
-        LAMBDA,
-        ParamSpec::flag("int8_mask", false),
-        ParamSpec::flag("rescale", true),
-    ],
+    params: &sparsified_params(false, true),
     plan: |t| plan(t, Sparsify::Random, false),
     oracle: |c| oracle_case(c, Sparsify::Random, false),
     goldens: DARE_GOLDENS,
@@ -125,14 +122,7 @@ pub const DARE_TIES: Method = Method {
     reference: Reference::Arxiv("2311.03099"),
     needs_base: true,
     inputs: Inputs::Many,
-    params: &[
-        WEIGHT,
-        DENSITY,
-        ParamSpec::flag("normalize", false),
-        LAMBDA,
-        ParamSpec::flag("int8_mask", false),
-        ParamSpec::flag("rescale", true),
-    ],
+    params: &sparsified_params(false, true),
     plan: |t| plan(t, Sparsify::Random, true),
     oracle: |c| oracle_case(c, Sparsify::Random, true),
     goldens: DARE_GOLDENS,

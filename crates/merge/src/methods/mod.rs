@@ -36,7 +36,7 @@ pub mod slerp;
 
 /// Declares the registry: `Variant => module::CONST,` per method, in the order `mmerge methods`
 /// lists them. Builds [`MethodKind`] (one variant per line), [`MethodKind::ALL`],
-/// [`MethodKind::NAMES`] and each method's module source (for the doc checks).
+/// [`MethodKind::NAMES`] and each method's module name (for the doc checks).
 macro_rules! registry {
     ($($variant:ident => $module:ident :: $item:ident,)+) => {
         /// A registered merge method.
@@ -58,11 +58,11 @@ macro_rules! registry {
                 }
             }
 
-            /// The source of the module that declares the method (its `//!` doc holds the
-            /// formula, paper and deviations).
-            pub fn module_source(self) -> &'static str {
+            /// The module that declares the method, `src/methods/<module>.rs` (its `//!` doc
+            /// holds the formula, paper and deviations).
+            pub fn module(self) -> &'static str {
                 match self {
-                    $(MethodKind::$variant => include_str!(concat!(stringify!($module), ".rs")),)+
+                    $(MethodKind::$variant => stringify!($module),)+
                 }
             }
         }
