@@ -135,3 +135,18 @@ fn check_names_the_file_and_record_of_each_defect() {
     // After undoing every defect the suite checks again.
     ok(&mmerge(&["data", "check", s]));
 }
+
+#[test]
+fn check_opens_the_real_format_fixtures_in_their_official_layouts() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/fixtures");
+    let check = ok(&mmerge(&["data", "check", fixtures.to_str().unwrap()]));
+    // 10 tasks, 22 splits: VQA v2 (train2014, val2014, test2015), Karpathy COCO (with
+    // train+restval) and Flickr30k, COCO captions, NLVR2, ImageFolder, GLUE TSV, and ours.
+    assert!(check.contains("ok: 22 splits"), "{check}");
+    let row = check
+        .lines()
+        .find(|l| l.starts_with("coco_karpathy ") && l.contains(" train+restval "))
+        .unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[3..], ["3", "3", "3"], "{row}");
+}
