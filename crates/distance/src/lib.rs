@@ -3,8 +3,9 @@
 //! on raw weights or on task vectors, per tensor, per layer and over the whole model.
 //!
 //! The formulas, their conventions and their provenance (our reading of arXiv 2304.14933,
-//! whose exact definitions were not available to us) are in [`distance`]. Tensors are streamed
-//! in bounded memory ([`stream`]); [`compare()`] walks two checkpoints and returns a
+//! whose exact definitions were not available to us) are in [`distance`]; [`DISTANCES`] is the
+//! one list of them (name, formula, accumulator, table column, float64 [`oracle`]). Tensors are
+//! streamed in bounded memory ([`stream`]); [`compare()`] walks two checkpoints and returns a
 //! [`DistanceReport`] that renders as versioned JSON ([`report::SCHEMA`]) or a table.
 
 pub mod compare;

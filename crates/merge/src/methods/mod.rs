@@ -15,7 +15,7 @@
 //!
 //! **Adding a method** (`docs/architecture.md`, "How to add a merge method"): write
 //! `methods/<name>.rs` opening with its formula, paper and deviations, holding a
-//! `pub const <NAME>: Method`; add one line to [`registry!`] below; add a mergekit golden case
+//! `pub const <NAME>: Method`; add one line to `registry!` below; add a mergekit golden case
 //! under `tests/fixtures/mergekit` (or say in `goldens` why mergekit's output cannot be
 //! reproduced). The tests in `tests/registry.rs` check every registered method: its module
 //! doc, its oracle against the streamed merge, its golden cases.
