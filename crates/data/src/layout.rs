@@ -78,9 +78,14 @@ pub fn split_images(split: &str) -> String {
     format!("images/{split}")
 }
 
+/// `images/<split>/<file>`.
+pub fn split_image(split: &str, file: &str) -> String {
+    format!("images/{split}/{file}")
+}
+
 /// `images/<split>/<image_id:012>.png`.
 pub fn vqa_image(split: &str, image_id: u64) -> String {
-    format!("images/{split}/{image_id:012}.png")
+    split_image(split, &format!("{image_id:012}.png"))
 }
 
 /// `<split>.json` (NLVR2 JSON Lines).
@@ -90,7 +95,7 @@ pub fn nlvr2_file(split: &str) -> String {
 
 /// `images/<split>/<prefix>-img<side>.png` (side 0 is the left image).
 pub fn nlvr2_image(split: &str, prefix: &str, side: usize) -> String {
-    format!("images/{split}/{prefix}-img{side}.png")
+    split_image(split, &format!("{prefix}-img{side}.png"))
 }
 
 /// `<split>/<class>/<file>`.
@@ -121,6 +126,11 @@ pub fn scenes_file(split: &str) -> String {
 /// `scenes/masks/<split>`: the masks of a synthetic image task without masks of its own.
 pub fn scene_masks(split: &str) -> String {
     format!("scenes/masks/{split}")
+}
+
+/// `scenes/masks/<split>/<file>`.
+pub fn scene_mask(split: &str, file: &str) -> String {
+    format!("{}/{file}", scene_masks(split))
 }
 
 /// The layout of an official download, as `suite.json` names it in a task's `official`

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::formats::captions::{
     KarpathyFile, KarpathyImage, KarpathySentence, equivalent_groups_of,
 };
-use crate::layout::{EQUIVALENT_CAPTIONS, KARPATHY_FILE, in_task, split_images};
+use crate::layout::{EQUIVALENT_CAPTIONS, KARPATHY_FILE, in_task, split_image, split_images};
 use crate::score::chance_recall;
 use crate::suite::{TaskEntry, TaskKind};
 
@@ -166,13 +166,8 @@ pub(crate) fn write(ctx: &Ctx) -> Result<TaskEntry> {
             let caps = captions(&mut rng, &ctx.layout, &scene)?;
             let imgid = base + i as u64;
             let filename = format!("{imgid:06}.png");
-            let (image, mask) = ctx.draw_in(
-                TASK,
-                s,
-                format!("{}/{filename}", split_images(s)),
-                &scene,
-                &mut rng,
-            )?;
+            let (image, mask) =
+                ctx.draw_in(TASK, s, split_image(s, &filename), &scene, &mut rng)?;
             let sentences: Vec<KarpathySentence> = caps
                 .into_iter()
                 .enumerate()

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use super::scene::{Desc, Shape, Spec, sample};
 use super::write::{Ctx, SceneRecord, Split, attempt, balanced};
 use crate::error::Result;
-use crate::layout::{CLASSES, image_cls_image, in_task, scene_masks, seg_image, seg_mask};
+use crate::layout::{CLASSES, image_cls_image, in_task, scene_mask, seg_image, seg_mask};
 use crate::score::Prior;
 use crate::suite::{TaskEntry, TaskKind, class_list};
 
@@ -135,10 +135,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
         },
         |s, c, i| {
             let file = format!("{i:06}.png");
-            (
-                image_cls_image(s, c, &file),
-                format!("{}/{file}", scene_masks(s)),
-            )
+            (image_cls_image(s, c, &file), scene_mask(s, &file))
         },
         "the shape of the one object in the image",
     )?;
@@ -155,10 +152,7 @@ pub(crate) fn write(ctx: &Ctx) -> Result<Vec<TaskEntry>> {
         },
         |s, c, i| {
             let file = format!("{i:06}.png");
-            (
-                image_cls_image(s, c, &file),
-                format!("{}/{file}", scene_masks(s)),
-            )
+            (image_cls_image(s, c, &file), scene_mask(s, &file))
         },
         "how many objects the image shows",
     )?;

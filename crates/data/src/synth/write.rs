@@ -17,7 +17,7 @@ use super::SynthConfig;
 use super::render::{png, render};
 use super::scene::{Knobs, Layout, Scene};
 use crate::error::{DataError, Result, io};
-use crate::layout::{in_task, scene_masks, scenes_file, split_images};
+use crate::layout::{in_task, scene_mask, scene_masks, scenes_file, split_images};
 use crate::out::SuiteDir;
 use crate::score::PriorEntry;
 use mmerge_core::hash::fnv1a;
@@ -155,7 +155,7 @@ impl<'a> Ctx<'a> {
         rng: &mut ChaCha8Rng,
     ) -> Result<(String, String)> {
         let file = image.rsplit('/').next().unwrap_or(&image);
-        let mask = format!("{}/{file}", scene_masks(split));
+        let mask = scene_mask(split, file);
         self.draw(scene, &in_task(task, &image), &in_task(task, &mask), rng)?;
         Ok((image, mask))
     }
