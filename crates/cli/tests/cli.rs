@@ -106,3 +106,39 @@ fn a_missing_model_is_named() {
     );
     assert!(!tmp.path().join("out").exists());
 }
+
+#[test]
+fn an_existing_output_gets_the_cli_advice_once() {
+    // The libraries say the output exists; the CLI adds how to replace it, for merge and data
+    // outputs alike, exactly once.
+    let tmp = tempfile::tempdir().unwrap();
+    let dst = tmp.path().join("exists");
+    std::fs::create_dir(&dst).unwrap();
+    let cfg = tmp.path().join("m.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 1}}\n",
+            fixture("a").display()
+        ),
+    )
+    .unwrap();
+    let want = format!(
+        "error: output {} already exists; pass --force to replace it\n",
+        dst.display()
+    );
+    let merge = mmerge(&["merge".as_ref(), cfg.as_os_str(), dst.as_os_str()]);
+    let synth = mmerge(&[
+        "data".as_ref(),
+        "synth".as_ref(),
+        "--scale".as_ref(),
+        "tiny".as_ref(),
+        "--out".as_ref(),
+        dst.as_os_str(),
+    ]);
+    for out in [merge, synth] {
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    }
+    assert_eq!(std::fs::read_dir(&dst).unwrap().count(), 0);
+}
