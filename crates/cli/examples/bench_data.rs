@@ -1,6 +1,6 @@
 //! Is data loading the bottleneck? The Rust half of `scripts/bench-data`.
 //!
-//! `cargo run --release -p mmerge-cli --example bench_data -- SUITE [--batch 64] [--steps 30]
+//! `cargo run --release -p mmerge-torch --example bench_data -- SUITE [--batch 64] [--steps 30]
 //! [--threads 2]` reads the image-caption pairs of SUITE's retrieval task (train split), and
 //! measures, in one run:
 //! 1. the pipeline alone: PNG decode, random resized crop to 32×32, normalisation,
