@@ -34,6 +34,32 @@ pub fn unit_f64(z: u64) -> f64 {
     (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// A SplitMix64 generator: the i-th output is `splitmix64(seed + i·γ)`. Small, fast and
+/// statistically sound for test data and self-checks; the project's one ad-hoc random stream
+/// (anything that must match a paper's or a crate's generator uses that one instead).
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    /// The stream of `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(GOLDEN_GAMMA);
+        splitmix64(self.state)
+    }
+
+    /// The next value in [-1, 1), a multiple of 2⁻²³ (exact in `f32`).
+    pub fn signed_unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +81,17 @@ mod tests {
             let z = seed.wrapping_add(GOLDEN_GAMMA.wrapping_mul(k as u64 + 1));
             assert_eq!(splitmix64(z), *w);
         }
+    }
+
+    #[test]
+    fn the_stream_is_splitmix64_of_the_counter() {
+        let mut g = SplitMix64::new(1_234_567);
+        assert_eq!(g.next_u64(), 6_457_827_717_110_365_317);
+        assert_eq!(g.next_u64(), 3_203_168_211_198_807_973);
+        let v: Vec<f32> = (0..10_000).map(|_| g.signed_unit_f32()).collect();
+        assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
+        let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;
+        assert!(mean.abs() < 0.03, "{mean}");
     }
 
     #[test]

@@ -10,9 +10,9 @@
 //!
 //! Sources: `MMERGE_REAL_ASSETS_SOURCES`, else `$MMERGE_CACHE/real-assets-src` (by default
 //! `~/.cache/mmerge/real-assets-src`). When they are absent the test fails with the command
-//! that fetches them; `MMERGE_NO_REAL_ASSETS=1` skips it instead, saying so on stderr.
-//! (libtest's `#[ignore = "why"]` cannot depend on the environment at run time, so the skip
-//! is the test passing after printing `SKIPPED` and why.)
+//! that fetches them: it never passes without its data. To leave it out, deselect it by name
+//! (`scripts/test` does, with `--skip real_asset_suite`, when `MMERGE_NO_REAL_ASSETS=1`), so
+//! the run's summary counts it as filtered out, not passed.
 //!
 //! `MMERGE_REAL_ASSETS_KEEP=<dir>` builds into `<dir>` (replacing it) and keeps it.
 //!
@@ -32,7 +32,6 @@ use mmerge_data::real::{self, fashion_mnist};
 use mmerge_data::suite::{Manifest, Suite, TaskKind};
 
 const ENV: &str = "MMERGE_REAL_ASSETS_SOURCES";
-const SKIP_ENV: &str = "MMERGE_NO_REAL_ASSETS";
 
 /// Written straight to the process' stderr: libtest captures `eprintln!` of passing tests,
 /// and a skip must be visible.
@@ -40,16 +39,8 @@ fn say(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
-/// The prepared sources; `None` (skip) only with `MMERGE_NO_REAL_ASSETS=1`; otherwise
-/// absent sources fail the test with the command to run.
-fn sources() -> Option<PathBuf> {
-    if std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1") {
-        say(&format!(
-            "real_assets: SKIPPED: {SKIP_ENV}=1 (unset it and run \
-             datasets/build-real-assets --sources-only to run this test)"
-        ));
-        return None;
-    }
+/// The prepared sources; absent sources fail the test with the command to run.
+fn sources() -> PathBuf {
     let dir = match std::env::var_os(ENV) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => {
@@ -64,10 +55,11 @@ fn sources() -> Option<PathBuf> {
     assert!(
         dir.join("versions.txt").is_file(),
         "real_assets: no prepared sources in {} ({ENV}): run `datasets/build-real-assets \
-         --sources-only` and set {ENV} to the folder it prints (or {SKIP_ENV}=1 to skip)",
+         --sources-only` and set {ENV} to the folder it prints (or deselect this test: \
+         `--skip real_asset_suite`)",
         dir.display()
     );
-    Some(dir)
+    dir
 }
 
 fn pngs(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -103,9 +95,7 @@ const COUNTS: [(&str, [usize; 3]); 11] = [
 
 #[test]
 fn real_asset_suite() {
-    let Some(src) = sources() else {
-        return;
-    };
+    let src = sources();
     // MMERGE_REAL_ASSETS_KEEP=<dir>: build there (replacing it) and keep it, for a look.
     let tmp = tempfile::tempdir().unwrap();
     let out = match std::env::var_os("MMERGE_REAL_ASSETS_KEEP") {

@@ -77,19 +77,10 @@ pub fn matmul_check(device: Device) -> Result<MatmulCheck> {
     })
 }
 
-/// Values in [-1, 1) from a fixed LCG: no dependence on torch's RNG.
+/// Values in [-1, 1) from core's SplitMix64 stream: no dependence on torch's RNG.
 fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            // Top 24 bits -> [0, 1) exactly representable in f32.
-            let unit = (state >> 40) as f32 / (1u64 << 24) as f32;
-            2.0 * unit - 1.0
-        })
-        .collect()
+    let mut g = mmerge_core::hash::SplitMix64::new(seed);
+    (0..len).map(|_| g.signed_unit_f32()).collect()
 }
 
 /// The shared library `file_name` as mapped into this process (Linux: from

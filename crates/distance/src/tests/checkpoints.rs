@@ -38,15 +38,10 @@ fn specs() -> Vec<Spec> {
 
 /// Deterministic values with zeros and many ties: a small grid plus a continuous part.
 fn fill(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut g = mmerge_core::hash::SplitMix64::new(seed);
     (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let r = (s >> 33) as u32;
+            let r = (g.next_u64() >> 33) as u32;
             match r % 4 {
                 0 => 0.0,
                 1 => [-1.0, -0.5, 0.5, 1.0][(r >> 8) as usize % 4],

@@ -42,11 +42,9 @@ fn every_distance_has_a_formula_in_the_schema() {
 
 /// Deterministic test vectors with zeros, ties and both signs.
 fn vectors(seed: u64, n: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut g = mmerge_core::hash::SplitMix64::new(seed);
     let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
+        let s = g.next_u64();
         match s % 5 {
             0 => 0.0,
             1 => 0.5,

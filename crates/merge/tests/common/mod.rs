@@ -7,29 +7,24 @@
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
+use mmerge_core::hash::SplitMix64;
 use mmerge_core::{Checkpoint, Dtype};
 use mmerge_merge::{MergeConfig, MergeOptions, MergePlan};
 
-/// A small deterministic generator (xorshift*), so the tests need no RNG crate set-up.
+/// Test values from core's one ad-hoc random stream.
 #[derive(Debug)]
-pub struct Gen(u64);
+pub struct Gen(SplitMix64);
 
 impl Gen {
     pub fn new(seed: u64) -> Self {
-        Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Gen(SplitMix64::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
-    /// Uniform in [-1, 1).
-    pub fn unit(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+    /// `n` values uniform in [-scale, scale).
     pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit() * scale).collect()
+        (0..n).map(|_| self.0.signed_unit_f32() * scale).collect()
     }
 }
 
