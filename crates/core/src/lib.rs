@@ -15,6 +15,7 @@ pub mod imagenet;
 pub mod json;
 pub mod keys;
 pub mod select;
+pub mod simd;
 pub mod writer;
 
 pub use checkpoint::{Checkpoint, TensorMeta};

@@ -6,9 +6,10 @@
 //!
 //! A method's [`Kernel`] first runs the whole-tensor statistics passes it needs through
 //! [`Passes`] (SLERP sums norms and the dot product; TIES finds each input's exact magnitude
-//! threshold with a radix select; DARE sums L1 norms), then [`TensorExec::run`] streams the
-//! chunks through its `chunk` function. `run` is generic over the kernel type: one dynamic
-//! call per tensor, and each kernel's chunk loop is compiled for it.
+//! threshold in one pass bracketed by a sample, with a radix select as the fallback; DARE sums
+//! L1 norms), then [`TensorExec::run`] streams the chunks through its `chunk` function. `run`
+//! is generic over the kernel type: one dynamic call per tensor, and each kernel's chunk loop
+//! is compiled for it.
 
 use std::ops::Range;
 
@@ -167,6 +168,42 @@ impl Passes<'_> {
             .collect()
     }
 
+    /// A sample: only the element ranges `runs(c, elements of chunk c)` of each chunk are read,
+    /// and `f` sees each range as a [`Chunk`] (`first` = the range's first element). One `Vec`
+    /// per chunk (one value per range), in chunk order. For a tensor over the resident budget,
+    /// each chunk's pages are released after (the kernel maps pages around the ones read).
+    pub fn sample<T: Send>(
+        &self,
+        which: &[usize],
+        runs: impl Fn(usize, &Range<usize>) -> Vec<Range<usize>> + Sync,
+        f: impl Fn(&Chunk<'_>) -> T + Sync,
+    ) -> Result<Vec<Vec<T>>> {
+        chunks(self.numel())
+            .enumerate()
+            .map(|(c, r)| {
+                let out = runs(c, &r)
+                    .iter()
+                    .map(|run| {
+                        let (base, inputs) = self.ctx.read_stats(which, run)?;
+                        Ok(f(&Chunk {
+                            index: c,
+                            first: run.start,
+                            base: base.as_deref(),
+                            inputs: &inputs,
+                        }))
+                    })
+                    .collect::<Result<Vec<T>>>()?;
+                if self.ctx.release_stats {
+                    let g = self.ctx.group;
+                    for s in which.iter().map(|&i| &g.inputs[i]).chain(&g.base) {
+                        self.ctx.plan.models[s.model].release_range(&s.key, r.clone());
+                    }
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
     /// One state per worker, each folded over a contiguous run of chunks: memory is bounded by
     /// the thread count. For states that merge to the same result in any order (counts).
     pub fn fold_runs<T: Send>(
@@ -250,7 +287,18 @@ impl TensorExec<'_> {
     }
 
     fn write(&self, first: usize, out: &[f32]) -> Result<()> {
-        if let Some(j) = out.iter().position(|x| !x.is_finite()) {
+        // Branch-free count of non-finite values (all exponent bits set), so that it vectorises.
+        let bad = mmerge_core::simd::fast(
+            #[inline(always)]
+            || {
+                out.iter()
+                    .map(|x| u32::from(x.to_bits() & 0x7F80_0000 == 0x7F80_0000))
+                    .sum::<u32>()
+            },
+        );
+        if bad > 0
+            && let Some(j) = out.iter().position(|x| !x.is_finite())
+        {
             return Err(MergeError::NonFinite {
                 key: self.name().to_string(),
                 what: if out[j].is_nan() { "NaN" } else { "infinity" },

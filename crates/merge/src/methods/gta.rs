@@ -37,8 +37,12 @@
 
 use std::sync::Arc;
 
-use mmerge_core::select::{Pass, RadixSelect};
+use std::ops::Range;
 
+use mmerge_core::hash::splitmix64;
+use mmerge_core::select::{Bracket, Pass, RadixSelect, Threshold};
+
+use super::linear::RUN;
 use super::{
     Goldens, Inputs, Kernel, Kind, Method, OracleCase, ParamSpec, Planned, Reference, Scope,
     TensorPlan,
@@ -301,61 +305,175 @@ impl Gta {
     }
 
     /// Merges a chunk: `base` and `inputs[i]` hold the same elements, `first` is the index of the
-    /// chunk's first element, `rules[i]` says how input i is sparsified and rescaled.
+    /// chunk's first element, `rules[i]` says how input i is sparsified and rescaled (its
+    /// `ties_left` counts down as threshold ties are kept).
+    ///
+    /// Per element the same float64 operations as the oracle, inputs summed in input order; laid
+    /// out input by input over runs of [`RUN`] elements (temporaries on the stack) so that the
+    /// loops are branch-free and vectorise.
     pub fn merge_chunk(
         &self,
         first: usize,
         base: &[f32],
         inputs: &[Vec<f32>],
-        rules: &[InputRule],
+        rules: &mut [InputRule],
         out: &mut [f32],
     ) {
-        // Struct-of-arrays passes over the chunk (input by input, element by element), so the
-        // inner loops are branch-free and vectorise; per element, inputs are still summed in
-        // input order, as the oracle does.
-        let len = out.len();
-        let mut wds: Vec<Vec<f64>> = Vec::with_capacity(inputs.len());
-        let mut total = vec![0f64; len];
-        for (i, x) in inputs.iter().enumerate() {
-            let mut wd = vec![0f64; len];
-            self.sparsified(i, first, base, x, &rules[i], &mut wd);
-            let s = rules[i].scale * self.weights[i];
-            wd.iter_mut().for_each(|t| *t *= s);
-            total.iter_mut().zip(&wd).for_each(|(a, v)| *a += v);
-            wds.push(wd);
-        }
-        let (mixed, divisor) = if self.elect_sign {
-            // γ = +1 where the sum is ≥ 0; an entry agrees when v·γ > 0 (zeros never do).
-            let gamma: Vec<f64> = total
-                .iter()
-                .map(|t| if *t >= 0.0 { 1.0 } else { -1.0 })
-                .collect();
-            let mut mixed = vec![0f64; len];
-            let mut divisor = vec![0f64; len];
-            for (wd, w) in wds.iter().zip(&self.weights) {
-                for j in 0..len {
-                    let agree = wd[j] * gamma[j] > 0.0;
-                    mixed[j] += if agree { wd[j] } else { 0.0 };
-                    divisor[j] += if agree { *w } else { 0.0 };
+        let mut wds = vec![0f64; inputs.len() * RUN];
+        mmerge_core::simd::fast(
+            #[inline(always)]
+            || self.merge_runs(first, base, inputs, rules, out, &mut wds),
+        );
+    }
+
+    /// [`Gta::merge_chunk`], run by run; `wds` holds `RUN` float64 slots per input.
+    #[inline(always)]
+    fn merge_runs(
+        &self,
+        first: usize,
+        base: &[f32],
+        inputs: &[Vec<f32>],
+        rules: &mut [InputRule],
+        out: &mut [f32],
+        wds: &mut [f64],
+    ) {
+        for (r, o) in out.chunks_mut(RUN).enumerate() {
+            let (at, len) = (r * RUN, o.len());
+            let b = &base[at..at + len];
+            let mut total = [0f64; RUN];
+            let total = &mut total[..len];
+            for (i, wd) in wds.chunks_exact_mut(RUN).enumerate() {
+                let wd = &mut wd[..len];
+                let x = &inputs[i][at..at + len];
+                self.sparsify_run(i, first + at, b, x, &mut rules[i], wd);
+                let s = rules[i].scale * self.weights[i];
+                for (t, v) in total.iter_mut().zip(wd.iter_mut()) {
+                    *v *= s;
+                    *t += *v;
                 }
             }
-            divisor.iter_mut().for_each(|d| {
-                if *d == 0.0 {
-                    *d = 1.0
+            let mut mixed = [0f64; RUN];
+            let mut divisor = [0f64; RUN];
+            let (mixed, divisor) = (&mut mixed[..len], &mut divisor[..len]);
+            if self.elect_sign {
+                // γ = +1 where the sum is ≥ 0; an entry agrees when v·γ > 0 (zeros never do).
+                let mut gamma = [0f64; RUN];
+                for (g, t) in gamma.iter_mut().zip(total.iter()) {
+                    *g = if *t >= 0.0 { 1.0 } else { -1.0 };
                 }
-            });
-            (mixed, divisor)
-        } else {
-            let d: f64 = self.weights.iter().sum();
-            (total, vec![if d.abs() < 1e-8 { 1.0 } else { d }; len])
-        };
-        for j in 0..len {
-            let delta = if self.normalize {
-                mixed[j] / divisor[j]
+                for (wd, &w) in wds.chunks_exact(RUN).zip(&self.weights) {
+                    for (((mx, dv), &v), &g) in mixed
+                        .iter_mut()
+                        .zip(divisor.iter_mut())
+                        .zip(&wd[..len])
+                        .zip(&gamma)
+                    {
+                        let agree = v * g > 0.0;
+                        *mx += if agree { v } else { 0.0 };
+                        *dv += if agree { w } else { 0.0 };
+                    }
+                }
+                for d in divisor.iter_mut() {
+                    *d = if *d == 0.0 { 1.0 } else { *d };
+                }
             } else {
-                mixed[j]
-            };
-            out[j] = (f64::from(base[j]) + self.lambda * delta) as f32;
+                let d: f64 = self.weights.iter().sum();
+                mixed.copy_from_slice(total);
+                divisor.fill(if d.abs() < 1e-8 { 1.0 } else { d });
+            }
+            for (((o, &b), &mx), &dv) in o.iter_mut().zip(b).zip(mixed.iter()).zip(divisor.iter()) {
+                let delta = if self.normalize { mx / dv } else { mx };
+                *o = (f64::from(b) + self.lambda * delta) as f32;
+            }
+        }
+    }
+
+    /// τ̂ of input `i` over a run (`first` = index of its first element), before rescaling, into
+    /// `out`: what [`Gta::sparsified`] computes, without the norms, and with `rule.keep.ties_left`
+    /// counting down. Runs whose threshold ties are all kept (or all dropped) are decided by one
+    /// comparison per element; only the run where the kept ties run out goes element by element.
+    #[inline(always)]
+    fn sparsify_run(
+        &self,
+        i: usize,
+        first: usize,
+        base: &[f32],
+        x: &[f32],
+        rule: &mut InputRule,
+        out: &mut [f64],
+    ) {
+        match self.sparsify {
+            Sparsify::None => {
+                for ((o, &x), &b) in out.iter_mut().zip(x).zip(base) {
+                    *o = f64::from(x) - f64::from(b);
+                }
+            }
+            Sparsify::Random => {
+                let p = self.densities[i];
+                for (j, ((o, &x), &b)) in out.iter_mut().zip(x).zip(base).enumerate() {
+                    let keep = p >= 1.0 || super::uniform(rule.stream, (first + j) as u64) < p;
+                    *o = if keep {
+                        f64::from(x) - f64::from(b)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            Sparsify::Magnitude => {
+                let k = &mut rule.keep;
+                let v = k.value;
+                if k.keep_all || k.keep_none {
+                    let keep = k.keep_all;
+                    for ((o, &x), &b) in out.iter_mut().zip(x).zip(base) {
+                        *o = if keep {
+                            f64::from(x) - f64::from(b)
+                        } else {
+                            0.0
+                        };
+                    }
+                    return;
+                }
+                let equal = x
+                    .iter()
+                    .zip(base)
+                    .map(|(&x, &b)| u32::from((x - b).abs() == v))
+                    .sum::<u32>();
+                let equal = u64::from(equal);
+                if k.ties_left >= equal {
+                    k.ties_left -= equal;
+                    for ((o, &x), &b) in out.iter_mut().zip(x).zip(base) {
+                        let keep = (x - b).abs() >= v;
+                        *o = if keep {
+                            f64::from(x) - f64::from(b)
+                        } else {
+                            0.0
+                        };
+                    }
+                } else if k.ties_left == 0 {
+                    for ((o, &x), &b) in out.iter_mut().zip(x).zip(base) {
+                        let keep = (x - b).abs() > v;
+                        *o = if keep {
+                            f64::from(x) - f64::from(b)
+                        } else {
+                            0.0
+                        };
+                    }
+                } else {
+                    for ((o, &x), &b) in out.iter_mut().zip(x).zip(base) {
+                        let m = (x - b).abs();
+                        let keep = m > v
+                            || (m == v && k.ties_left > 0 && {
+                                k.ties_left -= 1;
+                                true
+                            });
+                        *o = if keep {
+                            f64::from(x) - f64::from(b)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
         }
     }
 }
@@ -416,8 +534,14 @@ impl Kernel for Gta {
     }
 
     fn chunk(&self, rules: &Vec<Vec<InputRule>>, c: &Chunk<'_>, out: &mut [f32]) {
-        let chunk_rules: Vec<InputRule> = rules.iter().map(|v| v[c.index]).collect();
-        self.merge_chunk(c.first, c.base.unwrap_or(&[]), c.inputs, &chunk_rules, out);
+        let mut chunk_rules: Vec<InputRule> = rules.iter().map(|v| v[c.index]).collect();
+        self.merge_chunk(
+            c.first,
+            c.base.unwrap_or(&[]),
+            c.inputs,
+            &mut chunk_rules,
+            out,
+        );
     }
 }
 
@@ -430,8 +554,9 @@ fn magnitudes(c: &Chunk<'_>) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// Per-chunk keep rules of every input under magnitude sparsification. The selections of
-/// all inputs advance together, so each pass reads the base once.
+/// Per-chunk keep rules of every input under magnitude sparsification: each input's exact
+/// threshold from one bracketed pass ([`bracket_thresholds`]), or from the two radix passes
+/// ([`radix_thresholds`]) for an input whose sampled bracket missed it.
 fn keep_rules(passes: &Passes<'_>, densities: &[f64]) -> Result<Vec<Vec<KeepRule>>> {
     let numel = passes.numel();
     let n_chunks = passes.n_chunks();
@@ -447,29 +572,24 @@ fn keep_rules(passes: &Passes<'_>, densities: &[f64]) -> Result<Vec<Vec<KeepRule
     let active: Vec<usize> = (0..ks.len())
         .filter(|&i| ks[i] > 0 && ks[i] < numel as u64)
         .collect();
-    let mut sels: Vec<RadixSelect> = active.iter().map(|&i| RadixSelect::new(ks[i])).collect();
-    while sels.iter().any(|s| s.pass() != Pass::Done) {
-        // One histogram set per worker over a contiguous run of chunks: memory is bounded by
-        // the thread count, and integer counts merge to the same result in any order.
-        let worker_parts = passes.fold_runs(
-            &active,
-            || sels.iter().map(RadixSelect::fork).collect::<Vec<_>>(),
-            |f, c| {
-                for (s, m) in f.iter_mut().zip(magnitudes(c)) {
-                    s.observe(&m);
-                }
-            },
-        )?;
-        for wp in &worker_parts {
-            sels.iter_mut().zip(wp).for_each(|(a, b)| a.merge(b));
+    // (input, threshold, equal entries per chunk when already counted)
+    let mut found: Vec<(usize, Threshold, Option<Vec<u64>>)> = vec![];
+    let mut missed = vec![];
+    for (a, t) in active.iter().zip(bracket_thresholds(passes, &active, &ks)?) {
+        match t {
+            Some((th, equal)) => found.push((*a, th, Some(equal))),
+            None => missed.push(*a),
         }
-        sels.iter_mut().for_each(RadixSelect::end_pass);
+    }
+    for (a, th) in missed.iter().zip(radix_thresholds(passes, &missed, &ks)?) {
+        if let Some(th) = th {
+            found.push((*a, th, None));
+        }
     }
     // Entries equal to the threshold that must partly go are kept lowest index first:
     // each chunk gets its share, from a count of equal entries per chunk.
     let mut need_count = vec![];
-    for (a, s) in active.iter().zip(&sels) {
-        let Some(th) = s.result() else { continue };
+    for (a, th, equal) in &mut found {
         let wanted = ks[*a] - th.greater;
         let rule = |ties_left| KeepRule {
             value: th.value,
@@ -479,7 +599,10 @@ fn keep_rules(passes: &Passes<'_>, densities: &[f64]) -> Result<Vec<Vec<KeepRule
         };
         rules[*a] = vec![rule(u64::MAX); n_chunks];
         if wanted != th.equal {
-            need_count.push((*a, th.value, wanted));
+            match equal.take() {
+                Some(e) => share_ties(&mut rules[*a], wanted, &e),
+                None => need_count.push((*a, th.value, wanted)),
+            }
         }
     }
     if !need_count.is_empty() {
@@ -492,15 +615,141 @@ fn keep_rules(passes: &Passes<'_>, densities: &[f64]) -> Result<Vec<Vec<KeepRule
                 .collect()
         })?;
         for (j, &(a, _, wanted)) in need_count.iter().enumerate() {
-            let mut before = 0u64;
-            for (c, counts) in equal.iter().enumerate() {
-                let e = counts[j];
-                rules[a][c].ties_left = wanted.saturating_sub(before).min(e);
-                before += e;
-            }
+            let per_chunk: Vec<u64> = equal.iter().map(|counts| counts[j]).collect();
+            share_ties(&mut rules[a], wanted, &per_chunk);
         }
     }
     Ok(rules)
+}
+
+/// Spreads the `wanted` threshold ties over the chunks, lowest index first, given the count of
+/// entries equal to the threshold in each chunk.
+fn share_ties(rules: &mut [KeepRule], wanted: u64, equal: &[u64]) {
+    let mut before = 0u64;
+    for (rule, &e) in rules.iter_mut().zip(equal) {
+        rule.ties_left = wanted.saturating_sub(before).min(e);
+        before += e;
+    }
+}
+
+/// Runs of |τ| sampled per chunk by [`bracket_thresholds`], and their length: 1/256 of a full
+/// chunk.
+const SAMPLE_RUNS: usize = 4;
+const SAMPLE_LEN: usize = 64;
+
+/// The element ranges of chunk `c` (elements `r`) that TIES samples to bracket its thresholds:
+/// `SAMPLE_RUNS` runs of `SAMPLE_LEN` at hashed offsets, or the whole chunk when it is short.
+pub fn sample_runs(c: usize, r: &Range<usize>) -> Vec<Range<usize>> {
+    if r.len() <= SAMPLE_RUNS * SAMPLE_LEN {
+        return vec![r.clone()];
+    }
+    (0..SAMPLE_RUNS)
+        .map(|s| {
+            let h = splitmix64((c * SAMPLE_RUNS + s) as u64);
+            let at = r.start + (h % (r.len() - SAMPLE_LEN + 1) as u64) as usize;
+            at..at + SAMPLE_LEN
+        })
+        .collect()
+}
+
+/// A threshold with the count of entries equal to it in each chunk.
+type Counted = (Threshold, Vec<u64>);
+
+/// The exact threshold of each input in `which` (its `ks[i]`-th largest |τ|) with the count of
+/// entries equal to it in each chunk, in one pass over the tensor plus a sample: a sample of
+/// |τ| gives each input a bracket (`mmerge_core::select::Bracket`), the pass counts the entries
+/// above it and gathers those inside. `None` for an input whose bracket missed.
+fn bracket_thresholds(
+    passes: &Passes<'_>,
+    which: &[usize],
+    ks: &[u64],
+) -> Result<Vec<Option<Counted>>> {
+    if which.is_empty() {
+        return Ok(vec![]);
+    }
+    let numel = passes.numel();
+    let samples = passes.sample(which, sample_runs, magnitudes)?;
+    let brackets: Vec<Bracket> = (0..which.len())
+        .map(|j| {
+            let mut s: Vec<f32> = samples
+                .iter()
+                .flatten()
+                .flat_map(|m| m[j].iter().copied())
+                .collect();
+            Bracket::from_sample(&mut s, ks[which[j]], numel as u64)
+        })
+        .collect();
+    drop(samples);
+    // The pass: per chunk and input, the count above the bracket and the entries inside.
+    let parts: Vec<Vec<(u64, Vec<f32>)>> = passes.map(which, |c| {
+        let b = c.base.unwrap_or(&[]);
+        let mut acc = vec![(0u64, vec![]); which.len()];
+        let mut mags = vec![0f32; BLOCK.min(b.len())];
+        mmerge_core::simd::fast(
+            #[inline(always)]
+            || {
+                // Block by block, so that the magnitudes stay in the core's cache.
+                for at in (0..b.len()).step_by(BLOCK) {
+                    let b = &b[at..(at + BLOCK).min(b.len())];
+                    let mags = &mut mags[..b.len()];
+                    for ((x, (greater, inside)), bracket) in
+                        c.inputs.iter().zip(&mut acc).zip(&brackets)
+                    {
+                        for ((m, x), b) in mags.iter_mut().zip(&x[at..]).zip(b) {
+                            *m = (x - b).abs();
+                        }
+                        bracket.observe(mags, greater, inside);
+                    }
+                }
+            },
+        );
+        acc.iter_mut().for_each(|a| a.1.shrink_to_fit());
+        acc
+    })?;
+    Ok((0..which.len())
+        .map(|j| {
+            let greater = parts.iter().map(|p| p[j].0).sum();
+            let inside: Vec<&[f32]> = parts.iter().map(|p| p[j].1.as_slice()).collect();
+            let th = brackets[j].resolve(ks[which[j]], greater, &inside)?;
+            // Counted as the final pass compares: by value.
+            let equal = parts
+                .iter()
+                .map(|p| p[j].1.iter().filter(|v| **v == th.value).count() as u64)
+                .collect();
+            Some((th, equal))
+        })
+        .collect())
+}
+
+/// Elements of a chunk whose magnitudes the bracketed pass computes at a time.
+const BLOCK: usize = 4096;
+
+/// The exact threshold of each input in `which` by two radix passes over the tensor (the
+/// selections of all inputs advance together, so each pass reads the base once).
+fn radix_thresholds(
+    passes: &Passes<'_>,
+    which: &[usize],
+    ks: &[u64],
+) -> Result<Vec<Option<Threshold>>> {
+    let mut sels: Vec<RadixSelect> = which.iter().map(|&i| RadixSelect::new(ks[i])).collect();
+    while sels.iter().any(|s| s.pass() != Pass::Done) {
+        // One histogram set per worker over a contiguous run of chunks: memory is bounded by
+        // the thread count, and integer counts merge to the same result in any order.
+        let worker_parts = passes.fold_runs(
+            which,
+            || sels.iter().map(RadixSelect::fork).collect::<Vec<_>>(),
+            |f, c| {
+                for (s, m) in f.iter_mut().zip(magnitudes(c)) {
+                    s.observe(&m);
+                }
+            },
+        )?;
+        for wp in &worker_parts {
+            sels.iter_mut().zip(wp).for_each(|(a, b)| a.merge(b));
+        }
+        sels.iter_mut().for_each(RadixSelect::end_pass);
+    }
+    Ok(sels.iter().map(RadixSelect::result).collect())
 }
 
 pub use reference::oracle;
