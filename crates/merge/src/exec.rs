@@ -287,6 +287,12 @@ impl TensorExec<'_> {
     }
 
     fn write(&self, first: usize, out: &[f32]) -> Result<()> {
+        self.check_finite(first, out)?;
+        Ok(self.writer.write_f32(self.name(), first, out)?)
+    }
+
+    /// Errors on the first element of `out` that is not finite (`first` = index of `out[0]`).
+    fn check_finite(&self, first: usize, out: &[f32]) -> Result<()> {
         // Branch-free count of non-finite values (all exponent bits set), so that it vectorises.
         let bad = mmerge_core::simd::fast(
             #[inline(always)]
@@ -305,7 +311,7 @@ impl TensorExec<'_> {
                 index: first + j,
             });
         }
-        Ok(self.writer.write_f32(self.name(), first, out)?)
+        Ok(())
     }
 
     /// A byte-exact copy of the first input.
@@ -319,6 +325,11 @@ impl TensorExec<'_> {
     /// check, write in place.
     pub fn run<K: Kernel>(&self, k: &K) -> Result<()> {
         let stats = k.stats(&Passes { ctx: &self.ctx })?;
+        if K::ELEMENTWISE {
+            return chunks(self.numel())
+                .enumerate()
+                .try_for_each(|(c, r)| self.run_blocks(k, &stats, c, &r));
+        }
         chunks(self.numel()).enumerate().try_for_each(|(c, r)| {
             let base = self.ctx.read_base(&r, Read::Last)?;
             let inputs = self.ctx.read_inputs(&r)?;
@@ -333,4 +344,53 @@ impl TensorExec<'_> {
             self.write(r.start, &out)
         })
     }
+
+    /// Chunk `c` (elements `r`) of an element-wise kernel, in blocks of [`BLOCK`] elements:
+    /// each block's inputs are decoded into buffers that stay in the core's cache, merged,
+    /// checked and encoded into the chunk's bytes, which are written with one positioned
+    /// write; then the chunk's input pages are released.
+    fn run_blocks<K: Kernel>(
+        &self,
+        k: &K,
+        stats: &K::Stats,
+        c: usize,
+        r: &Range<usize>,
+    ) -> Result<()> {
+        let g = self.ctx.group;
+        let dtype = self.writer.dtype_of(self.name())?;
+        let size = dtype.size();
+        let mut bytes = vec![0u8; r.len() * size];
+        let mut base: Option<Vec<f32>> = g.base.as_ref().map(|_| Vec::with_capacity(BLOCK));
+        let mut inputs: Vec<Vec<f32>> = vec![Vec::with_capacity(BLOCK); g.inputs.len()];
+        let mut out = vec![0f32; BLOCK];
+        for first in r.clone().step_by(BLOCK) {
+            let block = first..(first + BLOCK).min(r.end);
+            let n = block.len();
+            let sources = g.base.iter().zip(base.iter_mut());
+            for (s, buf) in sources.chain(g.inputs.iter().zip(inputs.iter_mut())) {
+                buf.resize(n, 0.0);
+                let model = &self.ctx.plan.models[s.model];
+                model.read_f32_into(&s.key, block.clone(), buf)?;
+            }
+            let out = &mut out[..n];
+            let chunk = Chunk {
+                index: c,
+                first,
+                base: base.as_deref(),
+                inputs: &inputs,
+            };
+            k.chunk(stats, &chunk, out);
+            self.check_finite(first, out)?;
+            let at = (first - r.start) * size;
+            dtype.encode_f32(out, &mut bytes[at..at + n * size]);
+        }
+        for s in g.inputs.iter().chain(&g.base) {
+            self.ctx.plan.models[s.model].release_range(&s.key, r.clone());
+        }
+        Ok(self.writer.write_bytes(self.name(), r.start, &bytes)?)
+    }
 }
+
+/// Elements per block of [`TensorExec::run_blocks`]: its decoded inputs (4 bytes each) stay
+/// in the core's cache.
+const BLOCK: usize = 4096;

@@ -61,6 +61,7 @@ pub struct Linear {
 
 impl Kernel for Linear {
     type Stats = ();
+    const ELEMENTWISE: bool = true;
 
     fn stats(&self, _: &Passes<'_>) -> Result<()> {
         Ok(())

@@ -326,6 +326,11 @@ pub trait Kernel: Send + Sync + Debug + 'static {
     /// What the statistics passes find (per tensor, or per chunk).
     type Stats: Send + Sync;
 
+    /// Whether `chunk` may be handed any run of consecutive elements of a chunk (it keeps no
+    /// state across a chunk, e.g. a weighted sum): the executor then streams each chunk in
+    /// blocks that stay in the core's cache. `Chunk::index` is still the chunk's.
+    const ELEMENTWISE: bool = false;
+
     /// Runs the statistics passes the kernel needs (none: return `Ok(..)` at once).
     fn stats(&self, passes: &Passes<'_>) -> Result<Self::Stats>;
 
