@@ -322,70 +322,60 @@ impl Gta {
         let mut wds = vec![0f64; inputs.len() * RUN];
         mmerge_core::simd::fast(
             #[inline(always)]
-            || self.merge_runs(first, base, inputs, rules, out, &mut wds),
-        );
-    }
-
-    /// [`Gta::merge_chunk`], run by run; `wds` holds `RUN` float64 slots per input.
-    #[inline(always)]
-    fn merge_runs(
-        &self,
-        first: usize,
-        base: &[f32],
-        inputs: &[Vec<f32>],
-        rules: &mut [InputRule],
-        out: &mut [f32],
-        wds: &mut [f64],
-    ) {
-        for (r, o) in out.chunks_mut(RUN).enumerate() {
-            let (at, len) = (r * RUN, o.len());
-            let b = &base[at..at + len];
-            let mut total = [0f64; RUN];
-            let total = &mut total[..len];
-            for (i, wd) in wds.chunks_exact_mut(RUN).enumerate() {
-                let wd = &mut wd[..len];
-                let x = &inputs[i][at..at + len];
-                self.sparsify_run(i, first + at, b, x, &mut rules[i], wd);
-                let s = rules[i].scale * self.weights[i];
-                for (t, v) in total.iter_mut().zip(wd.iter_mut()) {
-                    *v *= s;
-                    *t += *v;
-                }
-            }
-            let mut mixed = [0f64; RUN];
-            let mut divisor = [0f64; RUN];
-            let (mixed, divisor) = (&mut mixed[..len], &mut divisor[..len]);
-            if self.elect_sign {
-                // γ = +1 where the sum is ≥ 0; an entry agrees when v·γ > 0 (zeros never do).
-                let mut gamma = [0f64; RUN];
-                for (g, t) in gamma.iter_mut().zip(total.iter()) {
-                    *g = if *t >= 0.0 { 1.0 } else { -1.0 };
-                }
-                for (wd, &w) in wds.chunks_exact(RUN).zip(&self.weights) {
-                    for (((mx, dv), &v), &g) in mixed
-                        .iter_mut()
-                        .zip(divisor.iter_mut())
-                        .zip(&wd[..len])
-                        .zip(&gamma)
+            || {
+                for (r, o) in out.chunks_mut(RUN).enumerate() {
+                    let (at, len) = (r * RUN, o.len());
+                    let b = &base[at..at + len];
+                    let mut total = [0f64; RUN];
+                    let total = &mut total[..len];
+                    for (i, wd) in wds.chunks_exact_mut(RUN).enumerate() {
+                        let wd = &mut wd[..len];
+                        let x = &inputs[i][at..at + len];
+                        self.sparsify_run(i, first + at, b, x, &mut rules[i], wd);
+                        let s = rules[i].scale * self.weights[i];
+                        for (t, v) in total.iter_mut().zip(wd.iter_mut()) {
+                            *v *= s;
+                            *t += *v;
+                        }
+                    }
+                    let mut mixed = [0f64; RUN];
+                    let mut divisor = [0f64; RUN];
+                    let (mixed, divisor) = (&mut mixed[..len], &mut divisor[..len]);
+                    if self.elect_sign {
+                        // γ = +1 where the sum is ≥ 0; an entry agrees when v·γ > 0 (zeros never do).
+                        let mut gamma = [0f64; RUN];
+                        for (g, t) in gamma.iter_mut().zip(total.iter()) {
+                            *g = if *t >= 0.0 { 1.0 } else { -1.0 };
+                        }
+                        for (wd, &w) in wds.chunks_exact(RUN).zip(&self.weights) {
+                            for (((mx, dv), &v), &g) in mixed
+                                .iter_mut()
+                                .zip(divisor.iter_mut())
+                                .zip(&wd[..len])
+                                .zip(&gamma)
+                            {
+                                let agree = v * g > 0.0;
+                                *mx += if agree { v } else { 0.0 };
+                                *dv += if agree { w } else { 0.0 };
+                            }
+                        }
+                        for d in divisor.iter_mut() {
+                            *d = if *d == 0.0 { 1.0 } else { *d };
+                        }
+                    } else {
+                        let d: f64 = self.weights.iter().sum();
+                        mixed.copy_from_slice(total);
+                        divisor.fill(if d.abs() < 1e-8 { 1.0 } else { d });
+                    }
+                    for (((o, &b), &mx), &dv) in
+                        o.iter_mut().zip(b).zip(mixed.iter()).zip(divisor.iter())
                     {
-                        let agree = v * g > 0.0;
-                        *mx += if agree { v } else { 0.0 };
-                        *dv += if agree { w } else { 0.0 };
+                        let delta = if self.normalize { mx / dv } else { mx };
+                        *o = (f64::from(b) + self.lambda * delta) as f32;
                     }
                 }
-                for d in divisor.iter_mut() {
-                    *d = if *d == 0.0 { 1.0 } else { *d };
-                }
-            } else {
-                let d: f64 = self.weights.iter().sum();
-                mixed.copy_from_slice(total);
-                divisor.fill(if d.abs() < 1e-8 { 1.0 } else { d });
-            }
-            for (((o, &b), &mx), &dv) in o.iter_mut().zip(b).zip(mixed.iter()).zip(divisor.iter()) {
-                let delta = if self.normalize { mx / dv } else { mx };
-                *o = (f64::from(b) + self.lambda * delta) as f32;
-            }
-        }
+            },
+        );
     }
 
     /// τ̂ of input `i` over a run (`first` = index of its first element), before rescaling, into
