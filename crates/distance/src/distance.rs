@@ -264,7 +264,7 @@ pub enum Column {
 /// One weight distance: a line of [`DISTANCES`].
 #[derive(Debug, Clone, Copy)]
 pub struct Distance {
-    /// The JSON field (`mmerge.distance/1`) and the name in [`Metrics::get`].
+    /// The JSON field (`mmerge.distance/1`) and the name in [`Distances::get`].
     pub name: &'static str,
     /// The formula, as `crates/distance/SCHEMA.md` states it.
     pub formula: &'static str,
@@ -344,9 +344,9 @@ pub const DISTANCES: [Distance; 6] = [
 
 /// Every distance of one tensor pair (or one group of tensors), in [`DISTANCES`] order.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Metrics(pub [f64; DISTANCES.len()]);
+pub struct Distances(pub [f64; DISTANCES.len()]);
 
-impl Metrics {
+impl Distances {
     /// `(name, value)` pairs in the order of the JSON schema and the table.
     pub fn named(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
         DISTANCES.iter().zip(self.0).map(|(d, v)| (d.name, v))
@@ -358,7 +358,7 @@ impl Metrics {
     }
 }
 
-impl std::ops::Index<&str> for Metrics {
+impl std::ops::Index<&str> for Distances {
     type Output = f64;
 
     /// The value of a registered distance; panics on a name that is not in [`DISTANCES`].
@@ -396,8 +396,8 @@ impl TensorDistance {
     }
 
     /// All distances.
-    pub fn metrics(&self) -> Metrics {
-        Metrics(DISTANCES.map(|d| self.value(&d)))
+    pub fn distances(&self) -> Distances {
+        Distances(DISTANCES.map(|d| self.value(&d)))
     }
 }
 
@@ -441,8 +441,8 @@ impl GroupStats {
     }
 
     /// All distances of the group.
-    pub fn metrics(&self) -> Metrics {
-        Metrics(std::array::from_fn(|i| self.value(i)))
+    pub fn distances(&self) -> Distances {
+        Distances(std::array::from_fn(|i| self.value(i)))
     }
 }
 

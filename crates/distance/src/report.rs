@@ -3,22 +3,22 @@
 use serde_json::{Map, Value, json};
 
 use crate::compare::{DistanceReport, role_label};
-use crate::distance::{Column, DISTANCES, GroupStats, Metrics};
+use crate::distance::{Column, DISTANCES, GroupStats, Distances};
 
 /// The `schema` tag of [`DistanceReport::to_json`]; bumped on any incompatible change.
 pub const SCHEMA: &str = "mmerge.distance/1";
 
-/// `{"tensors", "numel", metrics...}` of a group, plus `extra` fields first.
+/// `{"tensors", "numel", distances...}` of a group, plus `extra` fields first.
 fn group_json(extra: Map<String, Value>, g: &GroupStats) -> Value {
     let mut obj = extra;
     obj.insert("tensors".into(), json!(g.tensors));
     obj.insert("numel".into(), json!(g.numel()));
-    insert_metrics(&mut obj, &g.metrics());
+    insert_distances(&mut obj, &g.distances());
     Value::Object(obj)
 }
 
 /// Adds every metric; non-finite values become `null` (JSON has no NaN).
-fn insert_metrics(obj: &mut Map<String, Value>, m: &Metrics) {
+fn insert_distances(obj: &mut Map<String, Value>, m: &Distances) {
     for (k, v) in m.named() {
         obj.insert(k.into(), json!(v));
     }
@@ -33,19 +33,19 @@ impl DistanceReport {
     ///   "a": "<path of a>", "b": "<path of b>", "base": "<path of w0>" | null,
     ///   "mode": "weights" | "task_vectors",        // task_vectors iff base is not null
     ///   "tssd_top_k_percent": 20.0,
-    ///   "aggregate": {"tensors": n, "numel": n, <metrics>},
+    ///   "aggregate": {"tensors": n, "numel": n, <distances>},
     ///   "layers":  [{"layer": "pre" | "0" | "1" | ... | "post", "tensors": n, "numel": n,
-    ///                <metrics>}, ...],           // pre, layers by index, post; only non-empty
+    ///                <distances>}, ...],           // pre, layers by index, post; only non-empty
     ///   "tensors": [{"name": "...", "layer": "pre" | "<i>" | "post", "shape": [..],
-    ///                "numel": n, "tssd_count": m, <metrics>}, ...],   // a's storage order
+    ///                "numel": n, "tssd_count": m, <distances>}, ...],   // a's storage order
     ///   "skipped": [{"name": "...", "dtype": "I64", "shape": [..]}, ...]  // non-float
     /// }
-    /// <metrics> = "l2", "l2_normalized", "cosine", "sign", "soft_sign",
+    /// <distances> = "l2", "l2_normalized", "cosine", "sign", "soft_sign",
     ///             "truncated_soft_sign"   (numbers; null when NaN or infinite)
     /// ```
     ///
     /// A tensor's `"layer"` equals the `"layer"` of the group it is counted in. Groups'
-    /// metrics are those of the concatenated tensors, except `truncated_soft_sign`, which is
+    /// distances are those of the concatenated tensors, except `truncated_soft_sign`, which is
     /// the numel-weighted mean of the tensors' values; `tssd_count` is how many coordinates a
     /// tensor's TSSD kept.
     pub fn to_json(&self) -> Value {
@@ -69,7 +69,7 @@ impl DistanceReport {
                 obj.insert("shape".into(), json!(t.shape));
                 obj.insert("numel".into(), json!(t.distance.acc.numel));
                 obj.insert("tssd_count".into(), json!(t.distance.tssd_count));
-                insert_metrics(&mut obj, &t.distance.metrics());
+                insert_distances(&mut obj, &t.distance.distances());
                 Value::Object(obj)
             })
             .collect();
@@ -115,7 +115,7 @@ impl DistanceReport {
         let rows = self.layers.iter().map(|l| (role_label(l.role), &l.stats));
         for (label, g) in rows.chain(std::iter::once(("all".to_string(), &self.aggregate))) {
             s.push_str(&format!("{label:>6} {:>7} {:>12}", g.tensors, g.numel()));
-            for (d, v) in DISTANCES.iter().zip(g.metrics().0) {
+            for (d, v) in DISTANCES.iter().zip(g.distances().0) {
                 s.push_str(&match d.column {
                     Column::Sci { width, .. } => format!(" {v:>width$.4e}"),
                     Column::Fixed { width, .. } => format!(" {v:>width$.5}"),

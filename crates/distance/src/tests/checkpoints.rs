@@ -110,11 +110,11 @@ fn sharded_folders_match_the_oracle() {
     for (t, name) in r.tensors.iter().zip(&float) {
         assert_eq!(&t.name, *name, "a's storage order");
         let (x, y) = pair(name);
-        assert_close(&t.distance.metrics(), oracle::all(&x, &y, 20.0), name);
+        assert_close(&t.distance.distances(), oracle::all(&x, &y, 20.0), name);
     }
     let group =
         |names: &[&String]| oracle::group(&names.iter().map(|n| pair(n)).collect::<Vec<_>>(), 20.0);
-    assert_close(&r.aggregate.metrics(), group(&float), "aggregate");
+    assert_close(&r.aggregate.distances(), group(&float), "aggregate");
     assert_eq!(r.aggregate.tensors, float.len());
 
     let roles: Vec<TensorRole> = r.layers.iter().map(|l| l.role).collect();
@@ -134,7 +134,7 @@ fn sharded_folders_match_the_oracle() {
             .filter(|n| mmerge_core::keys::role(n) == l.role)
             .collect();
         assert_eq!(l.stats.tensors, names.len());
-        assert_close(&l.stats.metrics(), group(&names), &format!("{:?}", l.role));
+        assert_close(&l.stats.distances(), group(&names), &format!("{:?}", l.role));
     }
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(
@@ -145,8 +145,8 @@ fn sharded_folders_match_the_oracle() {
     // The chunk size only changes rounding.
     let big = compare(&a, &b, None, &DistanceOptions::default()).unwrap();
     assert_close(
-        &big.aggregate.metrics(),
-        r.aggregate.metrics().0,
+        &big.aggregate.distances(),
+        r.aggregate.distances().0,
         "chunk 65536",
     );
 }
@@ -301,7 +301,7 @@ fn json_and_table_follow_the_schema() {
     assert_eq!(agg["numel"], 328);
     assert_eq!(agg["tensors"], 7);
     for k in metric_keys {
-        assert_eq!(agg[k].as_f64(), r.aggregate.metrics().get(k));
+        assert_eq!(agg[k].as_f64(), r.aggregate.distances().get(k));
     }
     let layers: Vec<&str> = j["layers"]
         .as_array()

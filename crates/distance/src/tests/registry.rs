@@ -13,7 +13,7 @@ fn every_distance_has_a_formula_in_the_schema() {
     let schema = SCHEMA_MD.replace("\\|", "|");
     let listed = schema
         .lines()
-        .find(|l| l.starts_with("<metrics> ="))
+        .find(|l| l.starts_with("<distances> ="))
         .unwrap_or_default()
         .to_string();
     let mut names: Vec<&str> = DISTANCES.iter().map(|d| d.name).collect();
@@ -34,7 +34,7 @@ fn every_distance_has_a_formula_in_the_schema() {
         );
         assert!(
             listed.contains(&format!("\"{}\"", d.name)),
-            "{}: SCHEMA.md's <metrics> line must list it",
+            "{}: SCHEMA.md's <distances> line must list it",
             d.name
         );
     }
@@ -87,7 +87,7 @@ fn every_distance_matches_its_oracle() {
             g.add(&slice_distance(x, y, None, &opts).expect("equal lengths"));
         }
         let want = oracle::group(&pairs, k);
-        for ((d, got), want) in DISTANCES.iter().zip(g.metrics().0).zip(want) {
+        for ((d, got), want) in DISTANCES.iter().zip(g.distances().0).zip(want) {
             assert!(
                 (got - want).abs() <= 1e-9 * want.abs() + 1e-12,
                 "{} group: streamed {got}, oracle {want}",
