@@ -22,7 +22,7 @@ pub use compare::{
     DistanceReport, LayerReport, Mode, SkippedTensor, TensorReport, compare, compare_with_progress,
 };
 pub use distance::{
-    Accumulated, Accumulator, Column, DISTANCES, Distance, DistanceOptions, GroupStats, Distances,
+    Accumulated, Accumulator, Column, DISTANCES, Distance, DistanceOptions, Distances, GroupStats,
     TensorDistance,
 };
 pub use error::{DistanceError, Result};

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::compare::{DistanceReport, role_label};
-use crate::distance::{Column, DISTANCES, GroupStats, Distances};
+use crate::distance::{Column, DISTANCES, Distances, GroupStats};
 
 /// The `schema` tag of [`DistanceReport::to_json`]; bumped on any incompatible change.
 pub const SCHEMA: &str = "mmerge.distance/1";

@@ -134,7 +134,11 @@ fn sharded_folders_match_the_oracle() {
             .filter(|n| mmerge_core::keys::role(n) == l.role)
             .collect();
         assert_eq!(l.stats.tensors, names.len());
-        assert_close(&l.stats.distances(), group(&names), &format!("{:?}", l.role));
+        assert_close(
+            &l.stats.distances(),
+            group(&names),
+            &format!("{:?}", l.role),
+        );
     }
     assert_eq!(r.skipped.len(), 1);
     assert_eq!(
