@@ -10,6 +10,7 @@ pub mod io;
 pub mod merge_map;
 pub mod multiway;
 pub mod optim;
+pub mod schedule;
 
 pub use config::{Expert, MultiwayConfig, Part, Sharing};
 pub use error::{ConfigError, ModelError, Result};
