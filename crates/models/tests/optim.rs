@@ -3,7 +3,8 @@
 //! model, and a float64 scalar loop written from the formula.
 
 use mmerge_models::ModelError;
-use mmerge_models::optim::{AdamW, AdamWConfig};
+use mmerge_models::optim::{AdamW, AdamWConfig, Group, OptimError, decays};
+use mmerge_models::schedule::{Decay, Schedule, ScheduleConfig};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -159,4 +160,426 @@ fn unused_parameters_are_left_alone_and_bad_input_is_refused() {
         err.to_string().contains("must be contiguous float32"),
         "{err}"
     );
+}
+
+/// One AdamW step of the float64 oracle on one parameter, from the formula, with gradients
+/// scaled by `scale` first.
+#[allow(clippy::too_many_arguments)]
+fn oracle_step(
+    cfg: &AdamWConfig,
+    lr: f64,
+    wd: f64,
+    t: i32,
+    scale: f64,
+    g: &[f32],
+    p: &mut [f64],
+    m: &mut [f64],
+    v: &mut [f64],
+) {
+    let bc1 = 1.0 - cfg.beta1.powi(t);
+    let bc2 = 1.0 - cfg.beta2.powi(t);
+    for i in 0..g.len() {
+        let gi = f64::from(g[i]) * scale;
+        p[i] *= 1.0 - lr * wd;
+        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
+        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
+        p[i] -= lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps);
+    }
+}
+
+fn worst_relative(got: &Tensor, want: &[f64]) -> f64 {
+    Vec::<f32>::try_from(got.detach().flatten(0, -1))
+        .unwrap()
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (f64::from(a) - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f64::max)
+}
+
+fn pattern(n: usize, a: usize, b: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i * a + b) % 17) as f32 - 8.0) / 4.0)
+        .collect()
+}
+
+#[test]
+fn groups_and_schedule_match_float64_formula() {
+    let cfg = AdamWConfig {
+        lr: 0.0, // set by the schedule every step
+        beta1: 0.8,
+        beta2: 0.95,
+        eps: 1e-3,
+        weight_decay: 0.2,
+    };
+    let schedule = Schedule::new(ScheduleConfig {
+        peak_lr: 0.1,
+        min_lr: 0.01,
+        warmup_steps: 2,
+        total_steps: 6,
+        decay: Decay::Cosine,
+    })
+    .unwrap();
+    // A matrix that decays, a bias that does not and runs at half the rate, 70 000 and 40 000
+    // elements (more than one parallel chunk each).
+    let (na, nb) = (70_000, 40_000);
+    let a0 = pattern(na, 37, 3);
+    let b0 = pattern(nb, 11, 5);
+    let a = Tensor::from_slice(&a0).reshape([700, 100]);
+    let b = Tensor::from_slice(&b0);
+    let mut opt = AdamW::with_groups(
+        vec![
+            (
+                "layer.weight".into(),
+                a.shallow_clone(),
+                Group::standard("layer.weight", &[700, 100], cfg.weight_decay),
+            ),
+            (
+                "layer.bias".into(),
+                b.shallow_clone(),
+                Group {
+                    lr_scale: 0.5,
+                    ..Group::standard("layer.bias", &[40_000], cfg.weight_decay)
+                },
+            ),
+        ],
+        cfg,
+    )
+    .unwrap();
+    assert_eq!(opt.groups()[0].weight_decay, 0.2);
+    assert_eq!(opt.groups()[1].weight_decay, 0.0);
+    let to64 = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let (mut pa, mut ma, mut va) = (to64(&a0), vec![0.0; na], vec![0.0; na]);
+    let (mut pb, mut mb, mut vb) = (to64(&b0), vec![0.0; nb], vec![0.0; nb]);
+    let (mut pb_decayed, mut mb_decayed, mut vb_decayed) = (pb.clone(), mb.clone(), vb.clone());
+    for t in 1..=6i32 {
+        let lr = schedule.lr(t as u64 - 1);
+        opt.set_lr(lr);
+        let (ga, gb) = (pattern(na, 13, t as usize * 7), pattern(nb, 5, t as usize));
+        opt.step(&[
+            Tensor::from_slice(&ga).reshape([700, 100]),
+            Tensor::from_slice(&gb),
+        ])
+        .unwrap();
+        oracle_step(&cfg, lr, 0.2, t, 1.0, &ga, &mut pa, &mut ma, &mut va);
+        oracle_step(&cfg, lr * 0.5, 0.0, t, 1.0, &gb, &mut pb, &mut mb, &mut vb);
+        oracle_step(
+            &cfg,
+            lr * 0.5,
+            0.2,
+            t,
+            1.0,
+            &gb,
+            &mut pb_decayed,
+            &mut mb_decayed,
+            &mut vb_decayed,
+        );
+    }
+    assert!(
+        worst_relative(&a, &pa) < 1e-6,
+        "{}",
+        worst_relative(&a, &pa)
+    );
+    assert!(
+        worst_relative(&b, &pb) < 1e-6,
+        "{}",
+        worst_relative(&b, &pb)
+    );
+    // The test can tell: the bias decayed with wd 0.2 would be far from what we got.
+    assert!(
+        worst_relative(&b, &pb_decayed) > 1e-3,
+        "{}",
+        worst_relative(&b, &pb_decayed)
+    );
+}
+
+#[test]
+fn standard_groups_skip_biases_norms_and_1d_tensors() {
+    for (name, shape, decays_) in [
+        (
+            "encoder.layers.0.attn.qkv.vision.weight",
+            &[96, 32][..],
+            true,
+        ),
+        ("encoder.layers.0.attn.qkv.vision.bias", &[96][..], false),
+        ("encoder.layers.0.norm1.shared.weight", &[32][..], false),
+        ("embeddings.text_norm.weight", &[32][..], false),
+        ("embeddings.LayerNorm.bias", &[32][..], false),
+        ("embeddings.word.weight", &[1000, 32][..], true),
+        ("embeddings.patch.weight", &[32, 3, 4, 4][..], true),
+        ("encoder.layers.1.gamma1", &[32][..], false),
+        // The name rule wins over the shape rule.
+        ("odd.LayerNorm.weight", &[2, 32][..], false),
+        ("odd.bias", &[2, 32][..], false),
+    ] {
+        assert_eq!(decays(name, shape), decays_, "{name}");
+        let g = Group::standard(name, shape, 0.05);
+        assert_eq!(g.weight_decay, if decays_ { 0.05 } else { 0.0 }, "{name}");
+        assert_eq!(g.lr_scale, 1.0);
+    }
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _ = model(&vs);
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|x, y| x.0.cmp(&y.0));
+    let opt = AdamW::named(vars, AdamWConfig::default()).unwrap();
+    let wd: Vec<(&str, f64)> = opt
+        .names()
+        .iter()
+        .zip(opt.groups())
+        .map(|(n, g)| (n.as_str(), g.weight_decay))
+        .collect();
+    assert_eq!(
+        wd,
+        [
+            ("a.bias", 0.0),
+            ("a.weight", 0.01),
+            ("b.bias", 0.0),
+            ("b.weight", 0.01)
+        ]
+    );
+    let t = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+    let err = AdamW::named(
+        [("x".to_string(), t.shallow_clone()), ("x".to_string(), t)],
+        AdamWConfig::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, OptimError::DuplicateName(n) if n == "x"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn clipping_by_global_norm_hand_worked() {
+    // Gradients (3) and (4): global norm 5. With lr 1, no decay and ε = 1, Adam's first step
+    // moves p by g/(|g| + 1), so the scale shows: clipped to norm 1, g = (0.6, 0.8) and
+    // p = −(0.6/1.6, 0.8/1.8); unclipped (max_norm 10), p = −(3/4, 4/5).
+    let cfg = AdamWConfig {
+        lr: 1.0,
+        eps: 1.0,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    let g = [Tensor::from_slice(&[3.0f32]), Tensor::from_slice(&[4.0f32])];
+    for (max_norm, want) in [(1.0, [-0.6 / 1.6, -0.8 / 1.8]), (10.0, [-0.75, -0.8])] {
+        let p = [
+            Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+            Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+        ];
+        let mut opt = AdamW::new(p.iter().map(Tensor::shallow_clone).collect(), cfg).unwrap();
+        let norm = opt.step_clipped(&g, max_norm).unwrap();
+        assert_eq!(norm, 5.0);
+        for (p, w) in p.iter().zip(want) {
+            let got = p.double_value(&[0]);
+            assert!((got - w).abs() < 1e-6, "max_norm {max_norm}: {got} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn clipping_matches_float64_formula() {
+    let cfg = AdamWConfig {
+        lr: 0.1,
+        beta1: 0.8,
+        beta2: 0.95,
+        eps: 1e-3,
+        weight_decay: 0.2,
+    };
+    let (na, nb) = (70_000, 300);
+    let a0 = pattern(na, 37, 3);
+    let b0 = pattern(nb, 11, 5);
+    let a = Tensor::from_slice(&a0);
+    let b = Tensor::from_slice(&b0);
+    let mut opt = AdamW::new(vec![a.shallow_clone(), b.shallow_clone()], cfg).unwrap();
+    let to64 = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+    let (mut pa, mut ma, mut va) = (to64(&a0), vec![0.0; na], vec![0.0; na]);
+    let (mut pb, mut mb, mut vb) = (to64(&b0), vec![0.0; nb], vec![0.0; nb]);
+    let mut clipped = 0;
+    for t in 1..=5i32 {
+        // The gradient grows with t, so the first steps are under max_norm and the last over.
+        let grow = t as f32 * t as f32;
+        let ga: Vec<f32> = pattern(na, 13, t as usize * 7)
+            .iter()
+            .map(|x| x * grow * 0.01)
+            .collect();
+        let gb: Vec<f32> = pattern(nb, 5, t as usize)
+            .iter()
+            .map(|x| x * grow)
+            .collect();
+        let max_norm = 50.0;
+        let norm = opt
+            .step_clipped(
+                &[Tensor::from_slice(&ga), Tensor::from_slice(&gb)],
+                max_norm,
+            )
+            .unwrap();
+        let want: f64 = ga
+            .iter()
+            .chain(&gb)
+            .map(|&x| f64::from(x) * f64::from(x))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            (norm - want).abs() <= 1e-12 * want,
+            "step {t}: {norm} vs {want}"
+        );
+        let scale = (max_norm / (want + 1e-6)).min(1.0);
+        clipped += usize::from(scale < 1.0);
+        oracle_step(
+            &cfg,
+            cfg.lr,
+            cfg.weight_decay,
+            t,
+            scale,
+            &ga,
+            &mut pa,
+            &mut ma,
+            &mut va,
+        );
+        oracle_step(
+            &cfg,
+            cfg.lr,
+            cfg.weight_decay,
+            t,
+            scale,
+            &gb,
+            &mut pb,
+            &mut mb,
+            &mut vb,
+        );
+    }
+    assert!((1..5).contains(&clipped), "clipped {clipped} of 5 steps");
+    assert!(
+        worst_relative(&a, &pa) < 1e-6,
+        "{}",
+        worst_relative(&a, &pa)
+    );
+    assert!(
+        worst_relative(&b, &pb) < 1e-6,
+        "{}",
+        worst_relative(&b, &pb)
+    );
+}
+
+#[test]
+fn non_finite_norm_and_bad_max_norm_are_refused_before_any_update() {
+    let p = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let mut opt = AdamW::new(vec![p.shallow_clone()], AdamWConfig::default()).unwrap();
+    let nan = Tensor::from_slice(&[1.0f32, f32::NAN, 0.0]);
+    let err = opt.step_clipped(&[nan], 1.0).unwrap_err();
+    assert!(
+        matches!(err, OptimError::NonFiniteGradNorm(n) if n.is_nan()),
+        "{err:?}"
+    );
+    let inf = Tensor::from_slice(&[1.0f32, f32::INFINITY, 0.0]);
+    let err = opt.step_clipped(&[inf], 1.0).unwrap_err();
+    assert_eq!(err.to_string(), "gradient norm is inf: not stepping");
+    let ok = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let err = opt.step_clipped(&[ok], 0.0).unwrap_err();
+    assert!(matches!(err, OptimError::MaxNorm(x) if x == 0.0), "{err:?}");
+    assert_eq!(opt.steps(), 0);
+    assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0; 3]);
+}
+
+/// Runs steps `range` of a scheduled, grouped, clipped training of `m` on the inputs `xs`.
+fn train(
+    opt: &mut AdamW,
+    m: &nn::Sequential,
+    xs: &[Tensor],
+    sched: &Schedule,
+    range: std::ops::Range<usize>,
+) {
+    for s in range {
+        opt.set_lr(sched.lr(s as u64));
+        opt.backward_step_clipped(&loss(m, &xs[s]), 0.5).unwrap();
+    }
+}
+
+fn named_vars(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|x, y| x.0.cmp(&y.0));
+    vars
+}
+
+#[test]
+fn exported_state_resumes_bit_for_bit() {
+    let cfg = AdamWConfig {
+        lr: 0.0,
+        weight_decay: 0.1,
+        ..Default::default()
+    };
+    let sched = Schedule::new(ScheduleConfig {
+        peak_lr: 3e-2,
+        min_lr: 1e-3,
+        warmup_steps: 2,
+        total_steps: 5,
+        decay: Decay::Cosine,
+    })
+    .unwrap();
+    tch::manual_seed(7);
+    let xs: Vec<Tensor> = (0..5)
+        .map(|_| Tensor::randn([16, 7], (Kind::Float, Device::Cpu)))
+        .collect();
+    let vs_full = nn::VarStore::new(Device::Cpu);
+    let m_full = model(&vs_full);
+    let mut vs_a = nn::VarStore::new(Device::Cpu);
+    let m_a = model(&vs_a);
+    vs_a.copy(&vs_full).unwrap();
+    let mut vs_b = nn::VarStore::new(Device::Cpu);
+    let m_b = model(&vs_b);
+
+    let mut full = AdamW::named(named_vars(&vs_full), cfg).unwrap();
+    train(&mut full, &m_full, &xs, &sched, 0..5);
+
+    let mut first = AdamW::named(named_vars(&vs_a), cfg).unwrap();
+    train(&mut first, &m_a, &xs, &sched, 0..3);
+    let state = first.export_state();
+    assert_eq!(state.step, 3);
+    assert_eq!(state.params.len(), 4);
+    assert!(
+        state
+            .params
+            .iter()
+            .all(|p| p.m.len() == p.v.len() && p.m.iter().any(|&x| x != 0.0))
+    );
+    // The checkpoint's weights go to a fresh model; its optimiser gets the state.
+    vs_b.copy(&vs_a).unwrap();
+    drop(first);
+    let mut resumed = AdamW::named(named_vars(&vs_b), cfg).unwrap();
+    resumed.import_state(&state).unwrap();
+    assert_eq!(resumed.export_state(), state);
+    train(&mut resumed, &m_b, &xs, &sched, 3..5);
+    assert_eq!(resumed.steps(), 5);
+    let (want, got) = (vs_full.variables(), vs_b.variables());
+    for (name, t) in &want {
+        let (w, g) = (
+            Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(),
+            Vec::<f32>::try_from(got[name].flatten(0, -1)).unwrap(),
+        );
+        assert!(
+            w.iter().zip(&g).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{name} differs"
+        );
+    }
+    assert_eq!(resumed.export_state(), full.export_state());
+    // A state that does not fit is refused whole, naming every problem.
+    let mut bad = state.clone();
+    bad.params[0].name = "a.bias_renamed".into();
+    bad.params[3].shape = vec![5, 32];
+    bad.params[3].m.pop();
+    let before = resumed.export_state();
+    let err = resumed.import_state(&bad).unwrap_err();
+    match &err {
+        OptimError::State {
+            missing,
+            unexpected,
+            mismatched,
+            ..
+        } => {
+            assert_eq!(missing, &["a.bias"]);
+            assert_eq!(unexpected, &["a.bias_renamed"]);
+            assert_eq!(mismatched, &["b.weight"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(resumed.export_state(), before);
 }
