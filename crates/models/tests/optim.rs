@@ -59,15 +59,19 @@ fn matches_libtorch_adamw_over_steps() {
     assert_eq!(ours.steps(), 6);
 }
 
+/// The hyper-parameters of the float64 oracle tests: far from the defaults, so a mixed-up
+/// β or ε shows.
+const ORACLE: AdamWConfig = AdamWConfig {
+    lr: 0.1,
+    beta1: 0.8,
+    beta2: 0.95,
+    eps: 1e-3,
+    weight_decay: 0.2,
+};
+
 #[test]
 fn matches_float64_formula() {
-    let cfg = AdamWConfig {
-        lr: 0.1,
-        beta1: 0.8,
-        beta2: 0.95,
-        eps: 1e-3,
-        weight_decay: 0.2,
-    };
+    let cfg = ORACLE;
     // 70 000 elements: more than two parallel chunks.
     let n = 70_000;
     let p0: Vec<f32> = (0..n)
@@ -75,32 +79,13 @@ fn matches_float64_formula() {
         .collect();
     let param = Tensor::from_slice(&p0).set_requires_grad(true);
     let mut opt = AdamW::new(vec![param.shallow_clone()], cfg).unwrap();
-    let (mut p, mut m, mut v): (Vec<f64>, Vec<f64>, Vec<f64>) = (
-        p0.iter().map(|&x| f64::from(x)).collect(),
-        vec![0.0; n],
-        vec![0.0; n],
-    );
+    let mut oracle = Oracle::new(&p0);
     for t in 1..=4 {
-        let g: Vec<f32> = (0..n)
-            .map(|i| (((i * 13 + t * 7) % 17) as f32 - 8.0) / 4.0)
-            .collect();
+        let g = pattern(n, 13, t * 7);
         opt.step(&[Tensor::from_slice(&g)]).unwrap();
-        for i in 0..n {
-            let gi = f64::from(g[i]);
-            p[i] *= 1.0 - cfg.lr * cfg.weight_decay;
-            m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
-            v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
-            let bc1 = 1.0 - cfg.beta1.powi(t as i32);
-            let bc2 = 1.0 - cfg.beta2.powi(t as i32);
-            p[i] -= cfg.lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps);
-        }
+        oracle.step(&cfg, cfg.lr, cfg.weight_decay, t as i32, 1.0, &g);
     }
-    let got = Vec::<f32>::try_from(param.detach()).unwrap();
-    let worst = got
-        .iter()
-        .zip(&p)
-        .map(|(&a, &b)| (f64::from(a) - b).abs() / b.abs().max(1.0))
-        .fold(0.0, f64::max);
+    let worst = oracle.worst(&param);
     assert!(worst < 1e-6, "worst relative error {worst:e}");
 }
 
@@ -162,38 +147,45 @@ fn unused_parameters_are_left_alone_and_bad_input_is_refused() {
     );
 }
 
-/// One AdamW step of the float64 oracle on one parameter, from the formula, with gradients
-/// scaled by `scale` first.
-#[allow(clippy::too_many_arguments)]
-fn oracle_step(
-    cfg: &AdamWConfig,
-    lr: f64,
-    wd: f64,
-    t: i32,
-    scale: f64,
-    g: &[f32],
-    p: &mut [f64],
-    m: &mut [f64],
-    v: &mut [f64],
-) {
-    let bc1 = 1.0 - cfg.beta1.powi(t);
-    let bc2 = 1.0 - cfg.beta2.powi(t);
-    for i in 0..g.len() {
-        let gi = f64::from(g[i]) * scale;
-        p[i] *= 1.0 - lr * wd;
-        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
-        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
-        p[i] -= lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + cfg.eps);
-    }
+/// The float64 oracle of one parameter: AdamW from the formula, gradients scaled by `scale`.
+struct Oracle {
+    p: Vec<f64>,
+    m: Vec<f64>,
+    v: Vec<f64>,
 }
 
-fn worst_relative(got: &Tensor, want: &[f64]) -> f64 {
-    Vec::<f32>::try_from(got.detach().flatten(0, -1))
-        .unwrap()
-        .iter()
-        .zip(want)
-        .map(|(&a, &b)| (f64::from(a) - b).abs() / b.abs().max(1.0))
-        .fold(0.0, f64::max)
+impl Oracle {
+    fn new(p0: &[f32]) -> Self {
+        let n = p0.len();
+        Self {
+            p: p0.iter().map(|&x| f64::from(x)).collect(),
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    fn step(&mut self, cfg: &AdamWConfig, lr: f64, wd: f64, t: i32, scale: f64, g: &[f32]) {
+        let bc1 = 1.0 - cfg.beta1.powi(t);
+        let bc2 = 1.0 - cfg.beta2.powi(t);
+        for (i, &g) in g.iter().enumerate() {
+            let g = f64::from(g) * scale;
+            let (p, m, v) = (&mut self.p[i], &mut self.m[i], &mut self.v[i]);
+            *p *= 1.0 - lr * wd;
+            *m = cfg.beta1 * *m + (1.0 - cfg.beta1) * g;
+            *v = cfg.beta2 * *v + (1.0 - cfg.beta2) * g * g;
+            *p -= lr / bc1 * *m / (v.sqrt() / bc2.sqrt() + cfg.eps);
+        }
+    }
+
+    /// The worst relative error of `got` against the oracle's parameter.
+    fn worst(&self, got: &Tensor) -> f64 {
+        Vec::<f32>::try_from(got.detach().flatten(0, -1))
+            .unwrap()
+            .iter()
+            .zip(&self.p)
+            .map(|(&a, &b)| (f64::from(a) - b).abs() / b.abs().max(1.0))
+            .fold(0.0, f64::max)
+    }
 }
 
 fn pattern(n: usize, a: usize, b: usize) -> Vec<f32> {
@@ -206,10 +198,7 @@ fn pattern(n: usize, a: usize, b: usize) -> Vec<f32> {
 fn groups_and_schedule_match_float64_formula() {
     let cfg = AdamWConfig {
         lr: 0.0, // set by the schedule every step
-        beta1: 0.8,
-        beta2: 0.95,
-        eps: 1e-3,
-        weight_decay: 0.2,
+        ..ORACLE
     };
     let schedule = Schedule::new(ScheduleConfig {
         peak_lr: 0.1,
@@ -247,10 +236,7 @@ fn groups_and_schedule_match_float64_formula() {
     .unwrap();
     assert_eq!(opt.groups()[0].weight_decay, 0.2);
     assert_eq!(opt.groups()[1].weight_decay, 0.0);
-    let to64 = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-    let (mut pa, mut ma, mut va) = (to64(&a0), vec![0.0; na], vec![0.0; na]);
-    let (mut pb, mut mb, mut vb) = (to64(&b0), vec![0.0; nb], vec![0.0; nb]);
-    let (mut pb_decayed, mut mb_decayed, mut vb_decayed) = (pb.clone(), mb.clone(), vb.clone());
+    let (mut oa, mut ob, mut ob_decayed) = (Oracle::new(&a0), Oracle::new(&b0), Oracle::new(&b0));
     for t in 1..=6i32 {
         let lr = schedule.lr(t as u64 - 1);
         opt.set_lr(lr);
@@ -260,36 +246,14 @@ fn groups_and_schedule_match_float64_formula() {
             Tensor::from_slice(&gb),
         ])
         .unwrap();
-        oracle_step(&cfg, lr, 0.2, t, 1.0, &ga, &mut pa, &mut ma, &mut va);
-        oracle_step(&cfg, lr * 0.5, 0.0, t, 1.0, &gb, &mut pb, &mut mb, &mut vb);
-        oracle_step(
-            &cfg,
-            lr * 0.5,
-            0.2,
-            t,
-            1.0,
-            &gb,
-            &mut pb_decayed,
-            &mut mb_decayed,
-            &mut vb_decayed,
-        );
+        oa.step(&cfg, lr, 0.2, t, 1.0, &ga);
+        ob.step(&cfg, lr * 0.5, 0.0, t, 1.0, &gb);
+        ob_decayed.step(&cfg, lr * 0.5, 0.2, t, 1.0, &gb);
     }
-    assert!(
-        worst_relative(&a, &pa) < 1e-6,
-        "{}",
-        worst_relative(&a, &pa)
-    );
-    assert!(
-        worst_relative(&b, &pb) < 1e-6,
-        "{}",
-        worst_relative(&b, &pb)
-    );
+    assert!(oa.worst(&a) < 1e-6, "{}", oa.worst(&a));
+    assert!(ob.worst(&b) < 1e-6, "{}", ob.worst(&b));
     // The test can tell: the bias decayed with wd 0.2 would be far from what we got.
-    assert!(
-        worst_relative(&b, &pb_decayed) > 1e-3,
-        "{}",
-        worst_relative(&b, &pb_decayed)
-    );
+    assert!(ob_decayed.worst(&b) > 1e-3, "{}", ob_decayed.worst(&b));
 }
 
 #[test]
@@ -377,22 +341,14 @@ fn clipping_by_global_norm_hand_worked() {
 
 #[test]
 fn clipping_matches_float64_formula() {
-    let cfg = AdamWConfig {
-        lr: 0.1,
-        beta1: 0.8,
-        beta2: 0.95,
-        eps: 1e-3,
-        weight_decay: 0.2,
-    };
+    let cfg = ORACLE;
     let (na, nb) = (70_000, 300);
     let a0 = pattern(na, 37, 3);
     let b0 = pattern(nb, 11, 5);
     let a = Tensor::from_slice(&a0);
     let b = Tensor::from_slice(&b0);
     let mut opt = AdamW::new(vec![a.shallow_clone(), b.shallow_clone()], cfg).unwrap();
-    let to64 = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-    let (mut pa, mut ma, mut va) = (to64(&a0), vec![0.0; na], vec![0.0; na]);
-    let (mut pb, mut mb, mut vb) = (to64(&b0), vec![0.0; nb], vec![0.0; nb]);
+    let (mut oa, mut ob) = (Oracle::new(&a0), Oracle::new(&b0));
     let mut clipped = 0;
     for t in 1..=5i32 {
         // The gradient grows with t, so the first steps are under max_norm and the last over.
@@ -424,40 +380,12 @@ fn clipping_matches_float64_formula() {
         );
         let scale = (max_norm / (want + 1e-6)).min(1.0);
         clipped += usize::from(scale < 1.0);
-        oracle_step(
-            &cfg,
-            cfg.lr,
-            cfg.weight_decay,
-            t,
-            scale,
-            &ga,
-            &mut pa,
-            &mut ma,
-            &mut va,
-        );
-        oracle_step(
-            &cfg,
-            cfg.lr,
-            cfg.weight_decay,
-            t,
-            scale,
-            &gb,
-            &mut pb,
-            &mut mb,
-            &mut vb,
-        );
+        oa.step(&cfg, cfg.lr, cfg.weight_decay, t, scale, &ga);
+        ob.step(&cfg, cfg.lr, cfg.weight_decay, t, scale, &gb);
     }
     assert!((1..5).contains(&clipped), "clipped {clipped} of 5 steps");
-    assert!(
-        worst_relative(&a, &pa) < 1e-6,
-        "{}",
-        worst_relative(&a, &pa)
-    );
-    assert!(
-        worst_relative(&b, &pb) < 1e-6,
-        "{}",
-        worst_relative(&b, &pb)
-    );
+    assert!(oa.worst(&a) < 1e-6, "{}", oa.worst(&a));
+    assert!(ob.worst(&b) < 1e-6, "{}", ob.worst(&b));
 }
 
 #[test]
