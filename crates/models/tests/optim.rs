@@ -511,3 +511,39 @@ fn exported_state_resumes_bit_for_bit() {
     }
     assert_eq!(resumed.export_state(), before);
 }
+
+#[test]
+fn clipped_steps_are_the_same_bits_for_any_thread_count() {
+    // 200 000 elements: several chunks for the norm and the update.
+    let p0 = pattern(200_000, 37, 3);
+    let g = pattern(200_000, 13, 1);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let p = Tensor::from_slice(&p0);
+            let mut opt = AdamW::new(vec![p.shallow_clone()], ORACLE).unwrap();
+            let mut norms = vec![];
+            for _ in 0..3 {
+                norms.push(
+                    opt.step_clipped(&[Tensor::from_slice(&g)], 100.0)
+                        .unwrap()
+                        .to_bits(),
+                );
+            }
+            (
+                norms,
+                Vec::<f32>::try_from(&p)
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect::<Vec<_>>(),
+            )
+        })
+    };
+    let one = run(1);
+    assert!(f64::from_bits(one.0[0]) > 100.0, "the test must clip");
+    assert_eq!(one, run(3));
+}
