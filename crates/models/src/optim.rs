@@ -131,6 +131,15 @@ pub enum OptimError {
     NonFiniteGradNorm(f64),
     #[error("AdamW: two parameters are named `{0}`")]
     DuplicateName(String),
+    #[error(
+        "AdamW: parameter `{name}`: group weight decay {weight_decay} and lr scale {lr_scale} \
+         must be finite and ≥ 0"
+    )]
+    BadGroup {
+        name: String,
+        weight_decay: f64,
+        lr_scale: f64,
+    },
     /// An imported state that does not fit the optimiser's parameters (all problems at once).
     #[error(
         "AdamW state does not fit: step {step}, missing {missing:?}, unexpected {unexpected:?}, \
@@ -206,15 +215,24 @@ impl AdamW {
         Self::with_groups(named, config)
     }
 
-    /// An optimiser over named parameters, each with its own group.
+    /// An optimiser over named parameters, each with its own group. Names must be distinct,
+    /// and a group's weight decay and lr scale finite and ≥ 0.
     pub fn with_groups(
         params: Vec<(String, Tensor, Group)>,
         config: AdamWConfig,
     ) -> Result<Self, OptimError> {
         let mut seen = BTreeSet::new();
-        for (name, _, _) in &params {
+        for (name, _, g) in &params {
             if !seen.insert(name.as_str()) {
                 return Err(OptimError::DuplicateName(name.clone()));
+            }
+            let ok = |x: f64| x.is_finite() && x >= 0.0;
+            if !(ok(g.weight_decay) && ok(g.lr_scale)) {
+                return Err(OptimError::BadGroup {
+                    name: name.clone(),
+                    weight_decay: g.weight_decay,
+                    lr_scale: g.lr_scale,
+                });
             }
         }
         let (mut names, mut tensors, mut groups) = (vec![], vec![], vec![]);

@@ -310,6 +310,35 @@ fn standard_groups_skip_biases_norms_and_1d_tensors() {
         matches!(&err, OptimError::DuplicateName(n) if n == "x"),
         "{err:?}"
     );
+    let t = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+    let group = |weight_decay, lr_scale| Group {
+        weight_decay,
+        lr_scale,
+    };
+    for bad in [
+        group(-0.1, 1.0),
+        group(0.0, f64::NAN),
+        group(f64::INFINITY, 1.0),
+    ] {
+        let err = AdamW::with_groups(
+            vec![("w".to_string(), t.shallow_clone(), bad)],
+            AdamWConfig::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, OptimError::BadGroup { name, .. } if name == "w"),
+            "{err:?}"
+        );
+    }
+    let err = AdamW::with_groups(
+        vec![("w".to_string(), t, group(-0.1, 1.0))],
+        AdamWConfig::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "AdamW: parameter `w`: group weight decay -0.1 and lr scale 1 must be finite and ≥ 0"
+    );
 }
 
 #[test]
