@@ -4,6 +4,7 @@
 
 mod data;
 mod demo;
+mod experts;
 mod torch;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Merge the modality experts of a multiway checkpoint into its `shared` keys, into OUT_DIR.
+    #[command(name = "experts", visible_alias = "merge-experts")]
+    MergeExperts(experts::Args),
     /// Weight distances between two checkpoints (per tensor, per layer, aggregate).
     Distance {
         a: PathBuf,
@@ -141,7 +145,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether `e` is a refusal to replace an existing output (of `merge` or `data`, whose
+/// Whether `e` is a refusal to replace an existing output (of `merge`, `experts` or `data`, whose
 /// `--force` replaces it).
 fn existing_output(e: &anyhow::Error) -> bool {
     use mmerge_core::CoreError;
@@ -208,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", report.to_table());
             }
         }
+        Command::MergeExperts(args) => experts::run(args)?,
         Command::Demo { dir } => demo::run(dir)?,
         Command::Encode(args) => return torch::hand_off("encode", args),
         Command::Data { command } => data::run(command)?,

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod experts;
 pub mod methods;
 pub mod params;
 pub mod plan;

@@ -7,7 +7,6 @@ pub mod error;
 pub mod heads;
 pub mod hf;
 pub mod io;
-pub mod merge_map;
 pub mod multiway;
 pub mod optim;
 pub mod schedule;

@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mmerge_models::config::{Expert, MultiwayConfig, Sharing};
-use mmerge_models::{
-    ConfigError, ModelError, MultiwayTransformer, TextBatch, io, merge_map, parameter_count,
-};
+use mmerge_models::config::{MultiwayConfig, Sharing};
+use mmerge_models::{ConfigError, ModelError, MultiwayTransformer, TextBatch, io, parameter_count};
 use tch::{Device, Kind, Tensor, nn};
 
 const ALL: [Sharing; 5] = [
@@ -423,35 +421,22 @@ fn bad_inputs_are_refused() {
 
 #[test]
 fn vision_expert_merged_with_weight_one_reproduces_the_vision_path() {
-    use mmerge_merge::params::{ParamMap, ParamValue};
-    use mmerge_merge::plan::{KeyGroup, MergePlan};
+    use mmerge_merge::experts::{self, ExpertOptions};
     let cfg = MultiwayConfig::preset("tiny", Sharing::AllSpecific).unwrap();
     let (vs, m) = build(&cfg, 12);
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("multiway");
     io::save(&vs, &src, None, false).unwrap();
     let ck = mmerge_core::Checkpoint::open(&src).unwrap();
-    let weight = |w: f64| ParamMap::from([("weight".to_string(), ParamValue::Number(w))]);
-    let groups: Vec<KeyGroup> = merge_map::expert_groups(ck.names().iter().map(String::as_str))
-        .into_iter()
-        .map(|g| KeyGroup {
-            out: g.out,
-            inputs: g
-                .inputs
-                .into_iter()
-                .map(|(e, k)| (0, k, weight(if e == Expert::Vision { 1.0 } else { 0.0 })))
-                .collect(),
-        })
-        .collect();
-    let plan = MergePlan::from_groups(
-        vec![ck],
-        mmerge_merge::MethodKind::Linear,
-        None,
-        &ParamMap::new(),
-        groups,
-        0,
-    )
-    .unwrap();
+    let opts = ExpertOptions {
+        weights: ["vision", "text", "vl"]
+            .into_iter()
+            .zip([1.0, 0.0, 0.0])
+            .map(|(e, w)| (e.into(), w))
+            .collect(),
+        ..Default::default()
+    };
+    let plan = experts::plan(ck, mmerge_merge::MethodKind::Linear, opts).unwrap();
     let mut opts = mmerge_merge::MergeOptions::new(tmp.path().join("shared"));
     opts.copy_tokenizer = false;
     mmerge_merge::run(&plan, "", &opts, &indicatif::ProgressBar::hidden()).unwrap();
@@ -467,4 +452,64 @@ fn vision_expert_merged_with_weight_one_reproduces_the_vision_path() {
             .unwrap()
             .equal(&m2.encode_image(&px, false).unwrap())
     );
+}
+
+#[test]
+fn experts_merged_by_ties_and_linear_load_strictly_into_the_shared_model() {
+    use mmerge_merge::MethodKind;
+    use mmerge_merge::experts::{self, ExpertOptions};
+    use mmerge_merge::params::{ParamMap, ParamValue};
+    let cfg = MultiwayConfig::preset("tiny", Sharing::AllSpecific).unwrap();
+    let shared_cfg = MultiwayConfig {
+        sharing: Sharing::Shared,
+        ..cfg.clone()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (vs, _) = build(&cfg, 21);
+    io::save(&vs, &tmp.path().join("multiway"), None, false).unwrap();
+    // W0: the seed model, fully shared; its keys are the output keys.
+    let (w0, _) = build(&shared_cfg, 22);
+    io::save(&w0, &tmp.path().join("w0"), None, false).unwrap();
+    let open = |name: &str| mmerge_core::Checkpoint::open(tmp.path().join(name)).unwrap();
+    for (method, base, params) in [
+        (MethodKind::Linear, None, ParamMap::new()),
+        (
+            MethodKind::Ties,
+            Some(open("w0")),
+            ParamMap::from([("density".to_string(), ParamValue::Number(0.5))]),
+        ),
+    ] {
+        let opts = ExpertOptions {
+            params,
+            base,
+            ..Default::default()
+        };
+        let plan = experts::plan(open("multiway"), method, opts).unwrap();
+        let out = tmp.path().join(method.name());
+        let mut run = mmerge_merge::MergeOptions::new(&out);
+        run.copy_tokenizer = false;
+        mmerge_merge::run(&plan, "", &run, &indicatif::ProgressBar::hidden()).unwrap();
+        let (mut vs2, m2) = build(&shared_cfg, 23);
+        io::load(&mut vs2, &out).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
+        // Every loaded parameter is the merged one (not the random init it replaced).
+        let merged = mmerge_core::Checkpoint::open(&out).unwrap();
+        for (name, t) in vs2.variables() {
+            let want = merged.read_f32(&name).unwrap();
+            assert_eq!(
+                Vec::<f32>::try_from(&t.flatten(0, -1)).unwrap(),
+                want,
+                "{name}"
+            );
+        }
+        assert_eq!(vs2.variables().len(), merged.len());
+        let px = pixels(&cfg, 2, 24);
+        assert!(
+            m2.encode_image(&px, false)
+                .unwrap()
+                .isfinite()
+                .all()
+                .int64_value(&[])
+                == 1
+        );
+    }
 }
