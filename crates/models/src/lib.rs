@@ -1,6 +1,7 @@
 //! Models for mmerge on libtorch (`tch`): the multiway transformer whose modality experts the
-//! study merges, its heads, checkpoint I/O with strict key checks, and the key mapping from a
-//! multiway checkpoint to the modality-agnostic (`shared`) model.
+//! study merges, its heads, checkpoint I/O with strict key checks, Hugging Face import and
+//! export, and the optimiser and schedules. (Merging the experts into the modality-agnostic
+//! `shared` model needs no libtorch: `mmerge_merge::experts`.)
 
 pub mod config;
 pub mod error;
