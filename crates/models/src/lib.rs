@@ -8,6 +8,7 @@ pub mod error;
 pub mod heads;
 pub mod hf;
 pub mod io;
+pub mod itm;
 pub mod multiway;
 pub mod optim;
 pub mod schedule;
