@@ -2,15 +2,15 @@
 //! [`crate::suite::Suite`], with the example counts checked against the manifest and, when
 //! asked, every image decoded. Also gathers a suite's training text, for the tokenizer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 
 use crate::error::{DataError, Result, io};
 use crate::formats::captions::{KarpathyFile, equivalent_groups_of, read_equivalent};
-use crate::formats::read_json;
-use crate::layout::{EQUIVALENT_CAPTIONS, KARPATHY_FILE, Layout, MANIFEST};
-use crate::suite::{Examples, Manifest, Suite, TaskKind};
+use crate::formats::{ReadOptions, read_json};
+use crate::layout::{EQUIVALENT_CAPTIONS, KARPATHY_FILE, Layout, MANIFEST, SplitFiles};
+use crate::suite::{Examples, Split, Suite, TaskKind};
 
 /// What one split of one task holds (`images` counts a segmentation image and its mask).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,11 +25,6 @@ pub struct SplitSummary {
     pub images: usize,
     /// Images decoded (0 unless decoding was asked for).
     pub decoded: usize,
-}
-
-/// Reads `<root>/suite.json`, checking it ([`Suite::open`]).
-pub fn read_manifest(root: &Path) -> Result<Manifest> {
-    Ok(Suite::open(root)?.manifest().clone())
 }
 
 /// Reads every split of every task strictly (nothing skipped), checks the counts against the
@@ -56,45 +51,42 @@ pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<Spli
                     ),
                 });
             }
-            let mut images: Vec<PathBuf> = examples
-                .images()
-                .into_iter()
-                .map(Path::to_path_buf)
-                .collect();
-            images.sort();
-            images.dedup();
-            let (masks, classes) = match &examples {
-                Examples::Segmentation(s) => (s.examples.as_slice(), s.classes.len()),
-                _ => (&[][..], 0),
-            };
-            let decoded = if decode {
-                // An image and its mask: same size, 8-bit grey, classes or 255 only.
-                let seg = masks
-                    .par_iter()
-                    .map(|m| m.load(classes).map(|_| 2))
-                    .sum::<Result<usize>>()?;
-                let plain = if masks.is_empty() {
-                    images
-                        .par_iter()
-                        .map(|p| crate::image::decode_rgb(p).map(|_| 1))
-                        .sum::<Result<usize>>()?
-                } else {
-                    0
-                };
-                plain + seg
-            } else {
-                0
+            // (images counted, images decoded): a segmentation example is an image and its
+            // mask, decoded together (same size, 8-bit grey, classes or 255 only).
+            let (images, decoded) = match &examples {
+                Examples::Segmentation(s) => {
+                    let decoded = if decode {
+                        let classes = s.classes.len();
+                        s.examples
+                            .par_iter()
+                            .map(|m| m.load(classes).map(|_| 2))
+                            .sum::<Result<usize>>()?
+                    } else {
+                        0
+                    };
+                    (2 * s.examples.len(), decoded)
+                }
+                _ => {
+                    let mut images = examples.images();
+                    images.sort();
+                    images.dedup();
+                    let decoded = if decode {
+                        images
+                            .par_iter()
+                            .map(|p| crate::image::decode_rgb(p).map(|_| 1))
+                            .sum::<Result<usize>>()?
+                    } else {
+                        0
+                    };
+                    (images.len(), decoded)
+                }
             };
             out.push(SplitSummary {
                 task: task.name().to_string(),
                 kind: task.kind(),
                 split: split.clone(),
                 examples: examples.len(),
-                images: if masks.is_empty() {
-                    images.len()
-                } else {
-                    2 * masks.len()
-                },
+                images,
                 decoded,
             });
             pb.inc(1);
@@ -139,8 +131,27 @@ pub fn train_texts(root: &Path) -> Result<Vec<String>> {
         .tasks()
         .filter(|t| t.entry().counts.contains_key("train"))
     {
-        let examples = task.split(crate::suite::Split::Train)?;
-        out.extend(examples.texts().into_iter().map(str::to_string));
+        match task.files(Split::Train)? {
+            // Questions only: read without the answer vocabulary, so a question whose answers
+            // are all outside `answers.json` still contributes its text.
+            SplitFiles::Vqa { source, .. } => {
+                let opts = ReadOptions {
+                    skip_unknown: true,
+                    ..ReadOptions::STRICT
+                };
+                out.extend(
+                    source
+                        .read(None, opts)?
+                        .examples
+                        .into_iter()
+                        .map(|e| e.question),
+                );
+            }
+            _ => {
+                let examples = task.split(Split::Train)?;
+                out.extend(examples.texts().into_iter().map(str::to_string));
+            }
+        }
     }
     if out.is_empty() {
         return Err(DataError::EmptySplit {

@@ -108,14 +108,24 @@ pub fn text_cls_file(split: &str) -> String {
     format!("{split}.jsonl")
 }
 
+/// `<split>/images`: a segmentation split's images.
+pub fn seg_images(split: &str) -> String {
+    format!("{split}/images")
+}
+
+/// `<split>/masks`: a segmentation split's masks (same file names as the images).
+pub fn seg_masks(split: &str) -> String {
+    format!("{split}/masks")
+}
+
 /// `<split>/images/<file>`.
 pub fn seg_image(split: &str, file: &str) -> String {
-    format!("{split}/images/{file}")
+    format!("{}/{file}", seg_images(split))
 }
 
 /// `<split>/masks/<file>`.
 pub fn seg_mask(split: &str, file: &str) -> String {
-    format!("{split}/masks/{file}")
+    format!("{}/{file}", seg_masks(split))
 }
 
 /// `scenes/<split>.json` (synthetic suite).
@@ -254,8 +264,8 @@ impl SplitFiles {
                 },
                 TaskKind::Segmentation => SplitFiles::Segmentation(SegmentationSource {
                     classes: root.join(CLASSES),
-                    images: root.join(split).join("images"),
-                    masks: root.join(split).join("masks"),
+                    images: root.join(seg_images(split)),
+                    masks: root.join(seg_masks(split)),
                     split: split.to_string(),
                 }),
             },
