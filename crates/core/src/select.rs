@@ -155,11 +155,11 @@ pub struct Bracket {
 
 impl Bracket {
     /// A bracket for the `k`-th largest of `n` values, from `sample`, values drawn from the same
-    /// stream (reordered here). The bracket spans the sample ranks where the k-th largest would
+    /// stream (only read). The bracket spans the sample ranks where the k-th largest would
     /// fall, widened by six standard deviations of a sample quantile plus 0.1 % of the sample:
     /// a representative sample misses it with negligible probability. Open-ended (`lo = 0` or
     /// `hi = u32::MAX`) where that reaches past the sample's ends.
-    pub fn from_sample(sample: &mut [f32], k: u64, n: u64) -> Bracket {
+    pub fn from_sample(sample: &[f32], k: u64, n: u64) -> Bracket {
         let s = sample.len() as f64;
         if sample.is_empty() || n == 0 {
             return Bracket {
@@ -350,8 +350,8 @@ mod tests {
             })
             .collect();
         for k in [1u64, 17, 1000, 100_000, 150_000, 199_999, 200_000] {
-            let mut sample: Vec<f32> = v.iter().step_by(97).copied().collect();
-            let b = Bracket::from_sample(&mut sample, k, n as u64);
+            let sample: Vec<f32> = v.iter().step_by(97).copied().collect();
+            let b = Bracket::from_sample(&sample, k, n as u64);
             assert!(b.lo <= b.hi, "{b:?}");
             let got = bracketed(&v, k, b, 7);
             assert_eq!(got, oracle(&v, k), "k = {k}, {b:?}");
@@ -367,7 +367,7 @@ mod tests {
         }
         // An empty sample brackets everything.
         assert_eq!(
-            Bracket::from_sample(&mut [], 5, 10),
+            Bracket::from_sample(&[], 5, 10),
             Bracket {
                 lo: 0,
                 hi: u32::MAX

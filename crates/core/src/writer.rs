@@ -52,7 +52,6 @@ struct Slot {
 pub struct CheckpointWriter {
     /// The folder being filled; renamed into place by [`CheckpointWriter::finish`].
     dir: AtomicDir,
-    tmp: PathBuf,
     files: Vec<(String, File)>,
     slots: HashMap<String, Slot>,
     total_bytes: usize,
@@ -74,7 +73,6 @@ impl CheckpointWriter {
     ) -> Result<Self> {
         let dir = AtomicDir::create(out, force)?;
         let mut w = CheckpointWriter {
-            tmp: dir.path().to_path_buf(),
             dir,
             files: Vec::new(),
             slots: HashMap::new(),
@@ -125,7 +123,7 @@ impl CheckpointWriter {
                 .map(|t| (t.name.clone(), t.dtype, t.shape.clone()))
                 .collect();
             let (head, starts, total) = header::serialize(&entries, Some(&meta));
-            let path = self.tmp.join(&fname);
+            let path = self.dir.path().join(&fname);
             let file = io(&path, File::create(&path))?;
             io(&path, file.set_len(total as u64))?;
             io(&path, file.write_all_at(&head, 0))?;
@@ -176,7 +174,7 @@ impl CheckpointWriter {
             });
         }
         let (fname, file) = &self.files[slot.file];
-        let path = self.tmp.join(fname);
+        let path = self.dir.path().join(fname);
         io(
             &path,
             file.write_all_at(bytes, (slot.start + elem_offset * size) as u64),
@@ -195,14 +193,14 @@ impl CheckpointWriter {
 
     /// Copies a side file (e.g. `config.json`, tokenizer files) into the output.
     pub fn copy_file(&self, src: &Path, name: &str) -> Result<()> {
-        let dst = self.tmp.join(name);
+        let dst = self.dir.path().join(name);
         std::fs::copy(src, &dst).map_err(|e| CoreError::io(src, e))?;
         Ok(())
     }
 
     /// Writes a side file with the given contents into the output.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> Result<()> {
-        let dst = self.tmp.join(name);
+        let dst = self.dir.path().join(name);
         io(&dst, std::fs::write(&dst, contents))
     }
 

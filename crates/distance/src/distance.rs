@@ -390,11 +390,6 @@ impl TensorDistance {
         }
     }
 
-    /// Truncated soft sign dissimilarity.
-    pub fn truncated_soft_sign(&self) -> f64 {
-        self.truncated.value()
-    }
-
     /// All distances.
     pub fn distances(&self) -> Distances {
         Distances(DISTANCES.map(|d| self.value(&d)))

@@ -3,6 +3,7 @@
 //! The streaming accumulators are tested against these. Each takes `(a, b, k %)` (only TSSD
 //! reads k); `a` and `b` have equal lengths d, and every distance of empty vectors is 0.
 
+#[cfg(test)]
 use crate::distance::{Accumulated, DISTANCES};
 
 fn pairs<'a>(a: &'a [f32], b: &'a [f32]) -> impl Iterator<Item = (f64, f64)> + 'a {
@@ -100,13 +101,15 @@ pub fn truncated_soft_sign(a: &[f32], b: &[f32], k_percent: f64) -> f64 {
     soft(dot, abs_dot)
 }
 
-/// Every distance of `a` vs `b`, in registry order.
+/// Every distance of `a` vs `b`, in registry order (for the tests).
+#[cfg(test)]
 pub fn all(a: &[f32], b: &[f32], k_percent: f64) -> [f64; DISTANCES.len()] {
     DISTANCES.map(|d| (d.oracle)(a, b, k_percent))
 }
 
 /// Every distance of a group of tensor pairs: full-sum distances on the concatenation, top-k
-/// ones as the numel-weighted mean of the tensors' values.
+/// ones as the numel-weighted mean of the tensors' values (for the tests).
+#[cfg(test)]
 pub fn group(pairs: &[(Vec<f32>, Vec<f32>)], k_percent: f64) -> [f64; DISTANCES.len()] {
     let a: Vec<f32> = pairs.iter().flat_map(|p| p.0.iter().copied()).collect();
     let b: Vec<f32> = pairs.iter().flat_map(|p| p.1.iter().copied()).collect();

@@ -391,6 +391,6 @@ impl TensorExec<'_> {
     }
 }
 
-/// Elements per block of [`TensorExec::run_blocks`]: its decoded inputs (4 bytes each) stay
-/// in the core's cache.
-const BLOCK: usize = 4096;
+/// Elements per block of [`TensorExec::run_blocks`] (and of TIES' bracketed magnitude pass):
+/// its decoded inputs (4 bytes each) stay in the core's cache.
+pub(crate) const BLOCK: usize = 4096;

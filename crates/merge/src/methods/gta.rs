@@ -48,7 +48,7 @@ use super::{
     TensorPlan,
 };
 use crate::error::Result;
-use crate::exec::{Chunk, Passes};
+use crate::exec::{BLOCK, Chunk, Passes};
 
 const DENSITY: ParamSpec = ParamSpec {
     name: "density",
@@ -661,12 +661,12 @@ fn bracket_thresholds(
     let samples = passes.sample(which, sample_runs, magnitudes)?;
     let brackets: Vec<Bracket> = (0..which.len())
         .map(|j| {
-            let mut s: Vec<f32> = samples
+            let s: Vec<f32> = samples
                 .iter()
                 .flatten()
                 .flat_map(|m| m[j].iter().copied())
                 .collect();
-            Bracket::from_sample(&mut s, ks[which[j]], numel as u64)
+            Bracket::from_sample(&s, ks[which[j]], numel as u64)
         })
         .collect();
     drop(samples);
@@ -710,9 +710,6 @@ fn bracket_thresholds(
         })
         .collect())
 }
-
-/// Elements of a chunk whose magnitudes the bracketed pass computes at a time.
-const BLOCK: usize = 4096;
 
 /// The exact threshold of each input in `which` by two radix passes over the tensor (the
 /// selections of all inputs advance together, so each pass reads the base once).

@@ -57,6 +57,7 @@ pub struct Passthrough {
 
 impl Kernel for Passthrough {
     type Stats = ();
+    const ELEMENTWISE: bool = true;
 
     fn stats(&self, _: &Passes<'_>) -> Result<()> {
         Ok(())

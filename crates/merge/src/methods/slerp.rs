@@ -124,6 +124,7 @@ impl Slerp {
 impl Kernel for Slerp {
     /// The coefficients (s₀, s₁).
     type Stats = (f64, f64);
+    const ELEMENTWISE: bool = true;
 
     fn stats(&self, passes: &Passes<'_>) -> Result<(f64, f64)> {
         let sums = passes
