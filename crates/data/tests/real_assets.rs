@@ -43,14 +43,7 @@ fn say(msg: &str) {
 fn sources() -> PathBuf {
     let dir = match std::env::var_os(ENV) {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => {
-            let cache = match std::env::var_os("MMERGE_CACHE") {
-                Some(c) if !c.is_empty() => PathBuf::from(c),
-                _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                    .join(".cache/mmerge"),
-            };
-            cache.join("real-assets-src")
-        }
+        _ => mmerge_testkit::cache_dir().join("real-assets-src"),
     };
     assert!(
         dir.join("versions.txt").is_file(),

@@ -7,18 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-/// The cache root: `$MMERGE_CACHE`, else `$HOME/.cache/mmerge` (as `scripts/env.sh` sets it).
+/// The cache root: `$MMERGE_CACHE` unless unset or empty, else `$HOME/.cache/mmerge` (as
+/// `scripts/env.sh` reads it: `${MMERGE_CACHE:-$HOME/.cache/mmerge}`).
 pub fn cache_dir() -> PathBuf {
     match std::env::var_os("MMERGE_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mmerge"),
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mmerge"),
     }
-}
-
-/// Where `scripts/fetch-weights` puts the pretrained model `name` (`all-MiniLM-L6-v2`,
-/// `dinov2-small`): `<cache>/weights/<name>`.
-pub fn fetched_weights(name: &str) -> PathBuf {
-    weights_in(&cache_dir(), name)
 }
 
 /// The folder of the fetched model `name`, which must hold `file`.
@@ -29,12 +24,8 @@ pub fn require_fetched(name: &str, file: &str) -> PathBuf {
     require_in(&cache_dir(), name, file)
 }
 
-fn weights_in(cache: &Path, name: &str) -> PathBuf {
-    cache.join("weights").join(name)
-}
-
 fn require_in(cache: &Path, name: &str, file: &str) -> PathBuf {
-    let dir = weights_in(cache, name);
+    let dir = cache.join("weights").join(name);
     let path = dir.join(file);
     assert!(
         path.is_file(),
