@@ -173,12 +173,11 @@ impl Suite {
                 reason: format!("`{}` is not `{SCHEMA}`", manifest.schema),
             });
         }
-        let mut names: Vec<&str> = manifest.tasks.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        let names: Vec<&str> = manifest.tasks.iter().map(|t| t.name.as_str()).collect();
+        if let Some(name) = crate::formats::first_duplicate(&names) {
             return Err(DataError::BadTask {
                 path,
-                task: w[0].to_string(),
+                task: name.to_string(),
                 reason: "two tasks have this name".into(),
             });
         }

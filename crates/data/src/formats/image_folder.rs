@@ -115,12 +115,10 @@ pub fn read_image_folder(
     }
     let classes: Vec<String> = match &opts.classes {
         Some(c) => {
-            let mut sorted = c.clone();
-            sorted.sort();
-            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            if let Some(label) = super::first_duplicate(c) {
                 return Err(DataError::DuplicateLabel {
                     list: "image folder classes",
-                    label: w[0].clone(),
+                    label,
                 });
             }
             c.clone()

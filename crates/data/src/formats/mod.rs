@@ -176,6 +176,16 @@ pub(crate) fn json_error(path: &Path, e: &serde_json::Error, line: Option<usize>
     }
 }
 
+/// The first value (in sorted order) that occurs more than once in `items`, if any.
+pub(crate) fn first_duplicate<T: Ord + Clone>(items: &[T]) -> Option<T> {
+    let mut sorted = items.to_vec();
+    sorted.sort_unstable();
+    sorted
+        .windows(2)
+        .find(|w| w[0] == w[1])
+        .map(|w| w[0].clone())
+}
+
 /// Reads a whole JSON file into `T`.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = io(path, std::fs::read(path))?;

@@ -183,12 +183,10 @@ pub fn read_text_cls(
     };
     let labels: Vec<String> = match labels {
         Some(l) => {
-            let mut sorted = l.to_vec();
-            sorted.sort();
-            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            if let Some(label) = super::first_duplicate(l) {
                 return Err(DataError::DuplicateLabel {
                     list: "label list",
-                    label: w[0].clone(),
+                    label,
                 });
             }
             l.to_vec()

@@ -27,21 +27,25 @@ pub struct Prior {
     pub fallback: PriorEntry,
 }
 
-fn best(counts: &BTreeMap<&str, usize>) -> PriorEntry {
-    let total = counts.values().sum();
+/// The most frequent label and its count (ties: the smallest label), or `None` for none.
+fn most_frequent<'a>(counts: &BTreeMap<&'a str, usize>) -> Option<(&'a str, usize)> {
     // BTreeMap order + strict `>` keeps the smallest label on ties.
-    let mut out = PriorEntry {
-        answer: String::new(),
-        count: 0,
-        total,
-    };
-    for (label, &c) in counts {
-        if c > out.count {
-            out.answer = (*label).to_string();
-            out.count = c;
+    let mut best: Option<(&str, usize)> = None;
+    for (&label, &n) in counts {
+        if best.is_none_or(|(_, b)| n > b) {
+            best = Some((label, n));
         }
     }
-    out
+    best
+}
+
+fn best(counts: &BTreeMap<&str, usize>) -> PriorEntry {
+    let (answer, count) = most_frequent(counts).unwrap_or(("", 0));
+    PriorEntry {
+        answer: answer.to_string(),
+        count,
+        total: counts.values().sum(),
+    }
 }
 
 /// The most frequent label (ties: the smallest), or `None` for no labels.
@@ -50,13 +54,7 @@ pub fn majority<'a>(labels: impl IntoIterator<Item = &'a str>) -> Option<&'a str
     for l in labels {
         *counts.entry(l).or_default() += 1;
     }
-    let mut best: Option<(&str, usize)> = None;
-    for (l, n) in counts {
-        if best.is_none_or(|(_, b)| n > b) {
-            best = Some((l, n));
-        }
-    }
-    best.map(|(l, _)| l)
+    most_frequent(&counts).map(|(l, _)| l)
 }
 
 impl Prior {
