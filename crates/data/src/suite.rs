@@ -39,6 +39,29 @@ pub enum TaskKind {
     Segmentation,
 }
 
+impl TaskKind {
+    pub const ALL: [TaskKind; 6] = [
+        TaskKind::Vqa,
+        TaskKind::Retrieval,
+        TaskKind::Nlvr2,
+        TaskKind::ImageCls,
+        TaskKind::TextCls,
+        TaskKind::Segmentation,
+    ];
+
+    /// The name `suite.json` uses (`image_cls`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Vqa => "vqa",
+            TaskKind::Retrieval => "retrieval",
+            TaskKind::Nlvr2 => "nlvr2",
+            TaskKind::ImageCls => "image_cls",
+            TaskKind::TextCls => "text_cls",
+            TaskKind::Segmentation => "segmentation",
+        }
+    }
+}
+
 /// `suite.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
