@@ -126,7 +126,14 @@ impl<T: Send + Sync + 'static, E: Send + 'static> Loader<T, E> {
 
     /// The batches of `epoch`, made in the background. The first error ends the epoch.
     pub fn epoch(&self, epoch: u64) -> Batches<E> {
-        let order = self.order(epoch);
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on (a resumed run): the same batches, with
+    /// the same augmentation, as [`Loader::epoch`] gives from that point.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> Batches<E> {
+        let mut order = self.order(epoch);
+        order.drain(..(first * self.config.batch_size).min(order.len()));
         let (tx, rx) = sync_channel(self.config.prefetch);
         let worker = Worker {
             items: Arc::clone(&self.items),

@@ -254,11 +254,17 @@ impl Tokenizer {
 
     /// Writes the tokenizer as `tokenizer.json` (atomically: temp file + rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = self
-            .inner
+        Ok(mmerge_core::atomic::write_atomic(
+            path,
+            self.to_json()?.as_bytes(),
+        )?)
+    }
+
+    /// The tokenizer as `tokenizer.json` text.
+    pub fn to_json(&self) -> Result<String> {
+        self.inner
             .to_string(true)
-            .map_err(|e| self.err(e.to_string()))?;
-        Ok(mmerge_core::atomic::write_atomic(path, json.as_bytes())?)
+            .map_err(|e| self.err(e.to_string()))
     }
 
     fn err(&self, reason: String) -> DataError {

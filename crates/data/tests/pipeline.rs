@@ -230,6 +230,27 @@ fn loader_is_deterministic_across_threads_and_covers_every_item() {
 }
 
 #[test]
+fn an_epoch_resumed_at_batch_k_gives_the_same_batches_from_k() {
+    let load = Arc::new(|x: &u32, rng: &mut ChaCha8Rng| {
+        use rand::Rng;
+        Ok((*x, rng.random::<u32>()))
+    });
+    let cfg = LoaderConfig {
+        batch_size: 7,
+        seed: 9,
+        shuffle: true,
+        drop_last: false,
+        prefetch: 1,
+    };
+    let l = Loader::new((0..50u32).collect(), load, cfg, Some(2)).unwrap();
+    let whole: Vec<_> = l.epoch(3).map(|b| b.unwrap()).collect();
+    for k in [0, 1, 5, 7, 8] {
+        let rest: Vec<_> = l.epoch_from(3, k).map(|b| b.unwrap()).collect();
+        assert_eq!(rest, whole[k.min(whole.len())..], "from batch {k}");
+    }
+}
+
+#[test]
 fn loader_stops_at_the_first_error_and_can_be_dropped_early() {
     let load = Arc::new(|x: &u32, _: &mut ChaCha8Rng| {
         if *x == 9 {

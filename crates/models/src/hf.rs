@@ -435,5 +435,5 @@ pub fn export(
     }
     json["model_type"] = Value::from(hf.kind.model_type());
     let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-    crate::io::write_folder(out, &tensors, Some(&text), force)
+    crate::io::write_folder(out, &tensors, &[("config.json", text.as_bytes())], force)
 }

@@ -15,15 +15,19 @@ use crate::error::{KeyReport, Result};
 /// the write is complete. Refuses an existing `out` unless `force`.
 pub fn save(vs: &nn::VarStore, out: &Path, config_json: Option<&str>, force: bool) -> Result<()> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
-    write_folder(out, &vars, config_json, force)
+    let files: Vec<(&str, &[u8])> = config_json
+        .map(|c| ("config.json", c.as_bytes()))
+        .into_iter()
+        .collect();
+    write_folder(out, &vars, &files, force)
 }
 
 /// Writes named tensors as F32 safetensors into the folder `out` (atomically, see
-/// [`save`]), with `config_json` as `config.json`.
+/// [`save`]), with `files` (name, bytes) beside them (`config.json`, `tokenizer.json`, ...).
 pub fn write_folder(
     out: &Path,
     tensors: &BTreeMap<String, Tensor>,
-    config_json: Option<&str>,
+    files: &[(&str, &[u8])],
     force: bool,
 ) -> Result<()> {
     let shape = |t: &Tensor| t.size().iter().map(|&d| d as usize).collect();
@@ -41,8 +45,8 @@ pub fn write_folder(
             .view([-1]);
         w.write_f32(name, 0, &Vec::<f32>::try_from(&flat)?)?;
     }
-    if let Some(c) = config_json {
-        w.write_file("config.json", c.as_bytes())?;
+    for (name, bytes) in files {
+        w.write_file(name, bytes)?;
     }
     w.finish()?;
     Ok(())

@@ -18,6 +18,9 @@ pub mod input;
 pub mod net;
 pub mod objectives;
 pub mod recipe;
+pub mod state;
 pub mod tasks;
+pub mod trainer;
+pub mod zeroshot;
 
 pub use error::{Result, TrainError};

@@ -62,6 +62,10 @@ pub struct StepCache {
     pub seed: u64,
     pub step: u64,
     pub train: bool,
+    /// Share of text tokens MLM masks.
+    pub mask_prob: f64,
+    /// Share of patches MIM masks.
+    pub mim_ratio: f64,
     image: OnceCell<Tensor>,
     text: OnceCell<Tensor>,
 }
@@ -72,6 +76,8 @@ impl StepCache {
             seed,
             step,
             train,
+            mask_prob: 0.15,
+            mim_ratio: 0.4,
             image: OnceCell::new(),
             text: OnceCell::new(),
         }
