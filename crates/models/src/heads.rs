@@ -121,16 +121,23 @@ impl ItcHead {
         }
     }
 
-    /// Text-to-image similarity logits [B_text, B_image].
+    /// Text embeddings [B, dim]: the projected class tokens, L2-normalised.
+    pub fn embed_text(&self, text_cls: &Tensor) -> Tensor {
+        l2_normalize(&text_cls.apply(&self.text_proj))
+    }
+
+    /// Image embeddings [B, dim]: the projected class tokens, L2-normalised.
+    pub fn embed_image(&self, image_cls: &Tensor) -> Tensor {
+        l2_normalize(&image_cls.apply(&self.image_proj))
+    }
+
+    /// Text-to-image similarity logits [B_text, B_image]:
+    /// exp(logit_scale) · `embed_text` · `embed_image`ᵀ.
     pub fn logits(&self, text_cls: &Tensor, image_cls: &Tensor) -> Tensor {
-        let t = text_cls.apply(&self.text_proj);
-        let i = image_cls.apply(&self.image_proj);
-        let norm = |x: Tensor| {
-            let n = x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12);
-            x / n
-        };
         let scale = self.logit_scale.clamp_max(100f64.ln()).exp();
-        norm(t).matmul(&norm(i).transpose(0, 1)) * scale
+        self.embed_text(text_cls)
+            .matmul(&self.embed_image(image_cls).transpose(0, 1))
+            * scale
     }
 
     /// The symmetric cross-entropy of matching pairs (row i matches column i).
@@ -141,6 +148,11 @@ impl ItcHead {
             + logits.transpose(0, 1).cross_entropy_for_logits(&target))
             / 2.0
     }
+}
+
+/// Rows divided by their L2 norm (clamped at 1e-12, so a zero row stays zero).
+fn l2_normalize(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12)
 }
 
 /// A classifier: dense, GELU, layer norm, output (VQA, NLVR2, ITM, image or text classes).

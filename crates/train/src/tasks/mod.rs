@@ -18,6 +18,11 @@ use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch};
 use crate::net::Net;
 
+pub mod image_cls;
+pub mod nlvr2;
+pub mod retrieval;
+pub mod segmentation;
+pub mod text_cls;
 pub mod vqa;
 
 /// Named scores of one evaluation (e.g. `vqa_score`, `tr_r1`), higher is better.
@@ -90,7 +95,14 @@ pub trait Task: std::fmt::Debug {
 }
 
 /// The registry: one line per task kind.
-pub static TASKS: &[TaskDef] = &[vqa::TASK];
+pub static TASKS: &[TaskDef] = &[
+    vqa::TASK,
+    retrieval::TASK,
+    nlvr2::TASK,
+    image_cls::TASK,
+    text_cls::TASK,
+    segmentation::TASK,
+];
 
 /// The task definition of a kind.
 pub fn task_def(kind: TaskKind) -> Result<&'static TaskDef> {
@@ -106,4 +118,28 @@ pub fn task_def(kind: TaskKind) -> Result<&'static TaskDef> {
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// The arg-max class of each row of `logits` [B, C] and the batch's labels, on the CPU.
+pub(crate) fn class_predictions(
+    logits: &Tensor,
+    batch: &ModelBatch,
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let pred = logits.argmax(1, false).to_device(tch::Device::Cpu);
+    let labels = batch.classes()?.to_device(tch::Device::Cpu);
+    Ok((Vec::try_from(pred)?, Vec::try_from(labels)?))
+}
+
+/// Checks that a split has the classes the head was built for.
+pub(crate) fn same_classes(what: &str, head: &[String], split: &[String]) -> Result<()> {
+    if head == split {
+        return Ok(());
+    }
+    Err(TrainError::Invalid(format!(
+        "{what}: the split has {} classes ({}), the head was built for {} ({})",
+        split.len(),
+        split.join(", "),
+        head.len(),
+        head.join(", ")
+    )))
 }

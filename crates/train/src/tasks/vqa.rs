@@ -1,7 +1,8 @@
 //! VQA: answer a question about an image, as classification over the answer vocabulary.
 //!
 //! Input: image-text (the question fused with the image). Head: [`Classifier`] on the first
-//! token of the fused sequence, one logit per answer. Loss (VLMo / ViLT's recipe): binary
+//! token of the fused sequence, one logit per answer, under `heads.vqa`. Loss (VLMo / ViLT's
+//! recipe, arXiv 2111.02358 / 2102.03334; VQA v2, arXiv 1612.00837): binary
 //! cross-entropy with logits against the soft scores s_a (the official VQA accuracy answer a
 //! would get, `data::score::vqa::answer_scores`), averaged over batch × answers and
 //! multiplied by the number of answers K:
