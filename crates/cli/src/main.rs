@@ -82,6 +82,10 @@ enum Command {
     Methods,
     /// Check libtorch: version, CUDA, threads, and a small computation.
     Doctor(torch::Args),
+    /// Pre-train or fine-tune as a YAML recipe says (runs in mmerge-torch).
+    Train(torch::Args),
+    /// Score a checkpoint on a task split (runs in mmerge-torch).
+    Eval(torch::Args),
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -232,6 +236,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Doctor(args) => return torch::hand_off("doctor", args),
+        Command::Train(args) => return torch::hand_off("train", args),
+        Command::Eval(args) => return torch::hand_off("eval", args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,11 @@
-//! `mmerge-torch`: the `mmerge` commands that run on libtorch (`encode`, `doctor`). Users type
+//! `mmerge-torch`: the `mmerge` commands that run on libtorch (`encode`, `doctor`, `train`, `eval`). Users type
 //! `mmerge encode …`: the `mmerge` binary links no libtorch, so that merging, distances and the
 //! data commands start in milliseconds, and hands these commands to this executable, which it
 //! finds beside itself (`crates/cli/src/torch.rs`). The usage lines therefore say `mmerge`.
 
 mod doctor;
 mod encode;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,34 @@ enum Command {
     },
     /// Check libtorch: version, CUDA, threads, and a small computation.
     Doctor,
+    /// Pre-train or fine-tune as a YAML recipe says (crates/train/src/recipe.rs).
+    Train {
+        recipe: PathBuf,
+        /// The run folder: model/, metrics.json, log.txt, tb/, recipe.yml.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace a finished run or an unfinished one's state.
+        #[arg(long)]
+        force: bool,
+        /// Continue an unfinished run from its newest state.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar and no log lines on stderr (log.txt still gets them).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Score a checkpoint on a task split: `eval RECIPE` or `eval --checkpoint --task --suite`.
+    Eval {
+        recipe: Option<PathBuf>,
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        suite: Option<PathBuf>,
+        #[arg(long, default_value = "test")]
+        split: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +106,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             image_size,
             &device,
         ),
+        Command::Train {
+            recipe,
+            out,
+            force,
+            resume,
+            quiet,
+        } => train::train(&recipe, &out, force, resume, quiet),
+        Command::Eval {
+            recipe,
+            checkpoint,
+            task,
+            suite,
+            split,
+        } => train::eval(train::EvalArgs {
+            recipe,
+            checkpoint,
+            task,
+            suite,
+            split,
+        }),
         Command::Doctor => {
             println!("{}", doctor::report()?);
             Ok(())

@@ -374,23 +374,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
             p.fresh_heads.join(", ")
         ));
     }
-    let side = p.net.config().image_size as u32;
-    let transform = ImageTransform {
-        size: side,
-        normalize: Normalize::HALF,
-        augment: r.augment.then(Augment::default),
-    };
-    let soft = match &p.work {
-        Work::Finetune { head, .. } => head.soft_classes(),
-        Work::Pretrain { .. } => 0,
-    };
-    let collator = Collator {
-        tokenizer: p.tokenizer.clone(),
-        max_len: p.net.config().max_position_embeddings as usize,
-        image_size: side as usize,
-        soft_classes: soft,
-        device: p.net.device(),
-    };
+    let (transform, collator) = data_setup(&p, r.augment);
     let threads = (r.threads > 0).then_some(r.threads);
     let micro = r.batch_size / r.grad_accum;
     let loader = Loader::new(
@@ -412,12 +396,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
             loader.len()
         )));
     }
-    let eval_data = EvalData {
-        collator: collator.clone(),
-        transform,
-        batch_size: r.eval.batch_size,
-        threads,
-    };
+    let eval_data = eval_data(&p);
     let accum = r.grad_accum as u64;
     let micro_index = start * accum;
     let mut epoch = micro_index / per_epoch;
@@ -544,6 +523,48 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         seconds,
         examples_per_s: (trained * r.batch_size as u64) as f64 / seconds.max(1e-9),
     })
+}
+
+/// The image transform and collator of a prepared run.
+fn data_setup(p: &Prepared, augment: bool) -> (ImageTransform, Collator) {
+    let side = p.net.config().image_size as u32;
+    let transform = ImageTransform {
+        size: side,
+        normalize: Normalize::HALF,
+        augment: augment.then(Augment::default),
+    };
+    let soft = match &p.work {
+        Work::Finetune { head, .. } => head.soft_classes(),
+        Work::Pretrain { .. } => 0,
+    };
+    let collator = Collator {
+        tokenizer: p.tokenizer.clone(),
+        max_len: p.net.config().max_position_embeddings as usize,
+        image_size: side as usize,
+        soft_classes: soft,
+        device: p.net.device(),
+    };
+    (transform, collator)
+}
+
+/// Evaluation batches of a prepared run.
+pub fn eval_data(p: &Prepared) -> EvalData {
+    let (transform, collator) = data_setup(p, false);
+    EvalData {
+        collator,
+        transform,
+        batch_size: p.recipe.eval.batch_size,
+        threads: (p.recipe.threads > 0).then_some(p.recipe.threads),
+    }
+}
+
+/// Scores the prepared network, as initialised, on the recipe's evaluation splits.
+pub fn evaluate(p: &Prepared) -> Result<BTreeMap<String, Scores>> {
+    let data = eval_data(p);
+    p.eval
+        .iter()
+        .map(|(split, ex)| Ok((split.clone(), evaluate_work(&p.work, &p.net, &data, ex, p.recipe.seed)?)))
+        .collect()
 }
 
 fn sink_err(e: mmerge_sink::SinkError) -> TrainError {

@@ -1,0 +1,121 @@
+//! `mmerge train RECIPE.yml --out RUN` and `mmerge eval`: the training crate from the
+//! command line. The library says what went wrong; the advice (`--force`, `--resume`) is
+//! added here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use mmerge_data::suite::Suite;
+use mmerge_sink::{Sink, SinkConfig};
+use mmerge_train::recipe::{EvalSpec, Finetune, ModelSpec, Recipe};
+use mmerge_train::net::Init;
+use mmerge_train::trainer::{self, TrainOptions};
+use mmerge_train::TrainError;
+
+/// Trains as the recipe says into `out`.
+pub fn train(recipe: &Path, out: &Path, force: bool, resume: bool, quiet: bool) -> anyhow::Result<()> {
+    let r = Recipe::load(recipe)?;
+    let prepared = trainer::prepare(&r)?;
+    let sink = Sink::new(SinkConfig {
+        dir: Some(out.to_path_buf()),
+        tensorboard: r.tensorboard,
+        quiet,
+    })?;
+    sink.info(&format!("training {} → {}", recipe.display(), out.display()));
+    let report = trainer::train(prepared, out, &sink, TrainOptions { force, resume }).map_err(|e| advise(e, out))?;
+    print_scores(&report.scores);
+    println!(
+        "model: {}  ({} steps, {:.1} s, {:.0} examples/s)",
+        report.model.display(),
+        report.steps,
+        report.seconds,
+        report.examples_per_s
+    );
+    Ok(())
+}
+
+fn advise(e: TrainError, out: &Path) -> anyhow::Error {
+    let msg = e.to_string();
+    let hint = if msg.contains("already holds a finished model") {
+        " (pass --force to train it again)"
+    } else if msg.contains("state of an unfinished run") {
+        " (pass --resume to continue it, or --force to start afresh)"
+    } else {
+        ""
+    };
+    anyhow::anyhow!("{msg}{hint}").context(format!("training into {}", out.display()))
+}
+
+/// Fine-tunes nothing: scores a checkpoint on a task's split (the recipe route), or, with
+/// `--checkpoint --task --suite`, builds that recipe itself.
+pub struct EvalArgs {
+    pub recipe: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+    pub task: Option<String>,
+    pub suite: Option<PathBuf>,
+    pub split: String,
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    let mut r = match (&a.recipe, &a.checkpoint, &a.task, &a.suite) {
+        (Some(p), _, _, _) => Recipe::load(p)?,
+        (None, Some(ck), Some(task), Some(suite)) => {
+            let config: mmerge_models::MultiwayConfig =
+                mmerge_models::MultiwayConfig::from_file(&ck.join("config.json"))
+                    .with_context(|| format!("{}: the checkpoint's config", ck.display()))?;
+            Suite::open(suite)?;
+            Recipe {
+                suite: suite.clone(),
+                seed: 0,
+                model: ModelSpec {
+                    preset: None,
+                    config: Some(ck.join("config.json")),
+                    sharing: serde_json::to_value(config.sharing)?
+                        .as_str()
+                        .unwrap_or("shared")
+                        .to_string(),
+                    init: Init::Checkpoint(ck.clone()),
+                },
+                pretrain: None,
+                finetune: Some(Finetune { task: task.clone() }),
+                steps: 1,
+                batch_size: 64,
+                grad_accum: 1,
+                optim: Default::default(),
+                eval: EvalSpec::default(),
+                checkpoint_every: 0,
+                log_every: 10,
+                tokenizer: None,
+                augment: false,
+                bf16: false,
+                device: "auto".into(),
+                threads: 0,
+                tensorboard: false,
+            }
+        }
+        _ => anyhow::bail!("give a RECIPE, or --checkpoint, --task and --suite"),
+    };
+    r.eval.split = a.split.clone();
+    r.eval.test = false;
+    let p = trainer::prepare(&r)?;
+    if let Init::Checkpoint(ck) = &r.model.init
+        && !p.fresh_heads.is_empty()
+    {
+        anyhow::bail!(
+            "{}: has no trained head for this task ({} missing): fine-tune it first",
+            ck.display(),
+            p.fresh_heads.join(", ")
+        );
+    }
+    let scores = trainer::evaluate(&p)?;
+    print_scores(&scores);
+    Ok(())
+}
+
+fn print_scores(scores: &std::collections::BTreeMap<String, mmerge_train::tasks::Scores>) {
+    for (split, s) in scores {
+        for (k, v) in s {
+            println!("{split}/{k}\t{v:.4}");
+        }
+    }
+}
