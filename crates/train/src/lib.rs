@@ -19,5 +19,6 @@ pub mod net;
 pub mod objectives;
 pub mod recipe;
 pub mod tasks;
+pub mod zeroshot;
 
 pub use error::{Result, TrainError};

@@ -1,0 +1,221 @@
+//! Zero-shot signals of a model (a merged checkpoint, before any fine-tuning): what it still
+//! knows of pre-training, measured without training anything.
+//!
+//! - [`retrieval_recall`]: image–text retrieval by the ITC head (`heads.itc`, which the
+//!   checkpoint must hold): each image's class token from the image-only pass (vision
+//!   experts), each caption's from the text-only pass (text experts), both through the ITC
+//!   projections; recall@1/5/10 in both directions from cosine similarity
+//!   (`mmerge_data::score::embedding`: shared captions count as hits, ties count against the
+//!   query). Scores `ir_r{1,5,10}` (text → image), `tr_r{1,5,10}` (image → text) and
+//!   `r_mean`, their mean. The retrieval task's evaluation calls this function too.
+//! - [`heldout_loss`]: the pre-training loss Σ_k w_k L_k on a held-out split's pairs, with
+//!   a fixed seed and step so that every compared model sees the same masks and draws its
+//!   negatives from the same stream: `heldout_<objective>` per objective and `heldout_total`.
+
+use mmerge_data::formats::captions::RetrievalSplit;
+use mmerge_data::score::embedding::{EmbeddingRetrieval, embedding_recall};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Result, TrainError};
+use crate::eval::EvalData;
+use crate::input::{Item, Target};
+use crate::net::{HEADS, Net};
+use crate::objectives::{DEFAULT_MASK_PROB, DEFAULT_MIM_RATIO, Objective, StepCache};
+use crate::tasks::Scores;
+
+/// The weight and bias of one ITC projection (`heads.itc.{text_proj|image_proj}`).
+fn projection(net: &Net, which: &str) -> Result<(Tensor, Tensor)> {
+    net.itc()?;
+    let vars = net.vs.variables();
+    let get = |leaf: &str| {
+        let name = format!("{HEADS}.itc.{which}.{leaf}");
+        vars.get(&name)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| TrainError::Invalid(format!("no variable {name}")))
+    };
+    Ok((get("weight")?, get("bias")?))
+}
+
+/// Applies `proj` to class tokens [B, D] and appends the rows [B, d] to `out` at rows
+/// `indices`.
+fn store(
+    cls: &Tensor,
+    proj: &(Tensor, Tensor),
+    indices: &[usize],
+    out: &mut [f32],
+    dim: usize,
+) -> Result<()> {
+    let e = cls.linear(&proj.0, Some(&proj.1));
+    let v: Vec<f32> = Vec::try_from(
+        e.to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous()
+            .view([-1]),
+    )?;
+    for (row, &i) in v.chunks(dim).zip(indices) {
+        out.get_mut(i * dim..(i + 1) * dim)
+            .ok_or_else(|| TrainError::Invalid(format!("row {i} is outside the split")))?
+            .copy_from_slice(row);
+    }
+    Ok(())
+}
+
+/// ITC retrieval recall@1/5/10 in both directions on `split` (see the module docs).
+pub fn retrieval_recall(net: &Net, data: &EvalData, split: &RetrievalSplit) -> Result<Scores> {
+    let text_proj = projection(net, "text_proj")?;
+    let image_proj = projection(net, "image_proj")?;
+    let dim = text_proj.0.size()[0] as usize;
+    let images: Vec<Item> = split
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, im)| Item {
+            images: vec![im.clone()],
+            texts: vec![],
+            target: Target::None,
+            group: i,
+        })
+        .collect();
+    let captions: Vec<Item> = split
+        .captions
+        .iter()
+        .zip(&split.caption_image)
+        .map(|(c, &i)| Item {
+            images: vec![],
+            texts: vec![c.clone()],
+            target: Target::None,
+            group: i,
+        })
+        .collect();
+    let mut img = vec![0f32; split.images.len() * dim];
+    data.for_each(images, 0, |batch| {
+        let h = net.encoder.encode_image(batch.image()?, false)?;
+        store(&h.select(1, 0), &image_proj, &batch.indices, &mut img, dim)
+    })?;
+    let mut txt = vec![0f32; split.captions.len() * dim];
+    data.for_each(captions, 0, |batch| {
+        let h = net.encoder.encode_text(&batch.text()?.batch(), false)?;
+        store(&h.select(1, 0), &text_proj, &batch.indices, &mut txt, dim)
+    })?;
+    let r = embedding_recall(split, &img, &txt, dim, EmbeddingRetrieval::default())?;
+    let mut s = Scores::new();
+    for (j, k) in r.ks.iter().enumerate() {
+        s.insert(format!("ir_r{k}"), r.text_to_image[j]);
+        s.insert(format!("tr_r{k}"), r.image_to_text[j]);
+    }
+    let all: Vec<f64> = r
+        .text_to_image
+        .iter()
+        .chain(&r.image_to_text)
+        .copied()
+        .collect();
+    s.insert(
+        "r_mean".into(),
+        all.iter().sum::<f64>() / all.len().max(1) as f64,
+    );
+    Ok(s)
+}
+
+/// One weighted objective of [`heldout_loss`].
+#[derive(Debug, Clone, Copy)]
+pub struct Weighted<'a> {
+    pub name: &'a str,
+    pub weight: f64,
+    pub objective: &'a dyn Objective,
+}
+
+/// The fixed randomness of a held-out loss: batch k of the split runs with
+/// `StepCache::new(seed, step + k, false)` and these masking shares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldOut {
+    pub seed: u64,
+    pub step: u64,
+    pub mask_prob: f64,
+    pub mim_ratio: f64,
+}
+
+impl Default for HeldOut {
+    fn default() -> Self {
+        HeldOut {
+            seed: 0,
+            step: 0,
+            mask_prob: DEFAULT_MASK_PROB,
+            mim_ratio: DEFAULT_MIM_RATIO,
+        }
+    }
+}
+
+/// The pre-training pairs of a split: each image with its captions (the loader picks one,
+/// seeded, as in pre-training; evaluation's loader seed is fixed), grouped by image.
+pub fn pair_items(split: &RetrievalSplit) -> Vec<Item> {
+    let mut texts = vec![Vec::new(); split.images.len()];
+    for (c, &i) in split.captions.iter().zip(&split.caption_image) {
+        if let Some(t) = texts.get_mut(i) {
+            t.push(c.clone());
+        }
+    }
+    split
+        .images
+        .iter()
+        .zip(texts)
+        .enumerate()
+        .map(|(i, (im, texts))| Item {
+            images: vec![im.clone()],
+            texts,
+            target: Target::None,
+            group: i,
+        })
+        .collect()
+}
+
+/// The held-out pre-training loss on `split`'s pairs (no gradients, no dropout):
+/// `heldout_<name>` = the pair-weighted mean of objective k's batch losses, and
+/// `heldout_total` = Σ_k w_k · heldout_k. A batch on which ITM finds no negative (a last batch
+/// of one image) is left out of that objective's mean only.
+pub fn heldout_loss(
+    net: &Net,
+    data: &EvalData,
+    split: &RetrievalSplit,
+    objectives: &[Weighted<'_>],
+    held: HeldOut,
+) -> Result<Scores> {
+    let mut sums = vec![(0f64, 0usize); objectives.len()];
+    let mut k = 0u64;
+    data.for_each(pair_items(split), 0, |batch| {
+        let mut cache = StepCache::new(held.seed, held.step.wrapping_add(k), false);
+        cache.mask_prob = held.mask_prob;
+        cache.mim_ratio = held.mim_ratio;
+        k += 1;
+        for (o, sum) in objectives.iter().zip(sums.iter_mut()) {
+            let loss = match o.objective.loss(net, &batch, &cache) {
+                Err(TrainError::Itm(mmerge_models::itm::ItmError::NoNegative { .. })) => continue,
+                r => r?.double_value(&[]),
+            };
+            if !loss.is_finite() {
+                return Err(TrainError::NotFinite {
+                    what: format!("held-out {} loss", o.name),
+                    step: cache.step,
+                    value: loss,
+                });
+            }
+            sum.0 += loss * batch.len() as f64;
+            sum.1 += batch.len();
+        }
+        Ok(())
+    })?;
+    let mut s = Scores::new();
+    let mut total = 0.0;
+    for (o, &(sum, n)) in objectives.iter().zip(&sums) {
+        if n == 0 {
+            return Err(TrainError::Invalid(format!(
+                "held-out {} loss: no batch of the split could be scored",
+                o.name
+            )));
+        }
+        let mean = sum / n as f64;
+        total += o.weight * mean;
+        s.insert(format!("heldout_{}", o.name), mean);
+    }
+    s.insert("heldout_total".into(), total);
+    Ok(s)
+}
