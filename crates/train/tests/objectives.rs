@@ -334,3 +334,151 @@ fn mim_is_zero_when_the_head_predicts_the_masked_patches_and_ignores_the_others(
     let two = loss(tiled(&[first, masked.iter().rposition(|&m| m).unwrap()]));
     assert!((two - 2.0 * one).abs() < 1e-5, "{one} {two}");
 }
+
+mod zeroshot {
+    use mmerge_data::formats::captions::RetrievalSplit;
+    use mmerge_data::score::retrieval::{image_to_text_recall, text_to_image_recall};
+    use mmerge_data::suite::{Examples, Suite};
+    use mmerge_data::synth::{Scale, SynthConfig, generate};
+    use mmerge_data::tokenize::Tokenizer;
+    use mmerge_data::transform::{ImageTransform, Normalize};
+    use mmerge_train::eval::EvalData;
+    use mmerge_train::input::{Collator, Item, Target};
+    use mmerge_train::zeroshot::{HeldOut, Weighted, heldout_loss, retrieval_recall};
+
+    use super::*;
+
+    /// The tiny synthetic suite's retrieval validation split and evaluation batches for it.
+    fn data() -> (tempfile::TempDir, RetrievalSplit, EvalData) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("suite");
+        generate(&SynthConfig::new(3, Scale::Tiny), &root, false, false).unwrap();
+        let suite = Suite::open(&root).unwrap();
+        let Examples::Retrieval(split) = suite.task("retrieval").unwrap().split("val").unwrap()
+        else {
+            panic!("not a retrieval split")
+        };
+        let tokenizer = Tokenizer::train_wordpiece(split.captions.iter(), 512, 1).unwrap();
+        let transform = ImageTransform {
+            size: 32,
+            normalize: Normalize::HALF,
+            augment: None,
+        };
+        let data = EvalData {
+            collator: Collator {
+                tokenizer,
+                max_len: 16,
+                image_size: 32,
+                soft_classes: 0,
+                device: Device::Cpu,
+            },
+            transform,
+            batch_size: 5,
+            threads: Some(1),
+        };
+        (dir, split, data)
+    }
+
+    /// Class tokens of `items` (image-only or text-only pass), rows in item order.
+    fn class_tokens(net: &Net, data: &EvalData, items: Vec<Item>, image: bool) -> Tensor {
+        let mut rows = vec![];
+        data.for_each(items, 0, |b| {
+            let h = if image {
+                net.encoder.encode_image(b.image()?, false)?
+            } else {
+                net.encoder.encode_text(&b.text()?.batch(), false)?
+            };
+            rows.push(h.select(1, 0));
+            Ok(())
+        })
+        .unwrap();
+        Tensor::cat(&rows, 0)
+    }
+
+    #[test]
+    fn retrieval_recall_matches_the_full_itc_matrix() {
+        let (_dir, split, data) = data();
+        let (net, _) = net_with(&["itc"]);
+        let s = retrieval_recall(&net, &data, &split).unwrap();
+        let names: Vec<&str> = s.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "ir_r1", "ir_r10", "ir_r5", "r_mean", "tr_r1", "tr_r10", "tr_r5"
+            ]
+        );
+        // Oracle: the whole images × captions matrix of ItcHead::logits (caption × image).
+        let img = |i: usize| Item {
+            images: vec![split.images[i].clone()],
+            texts: vec![],
+            target: Target::None,
+            group: i,
+        };
+        let txt = |c: usize| Item {
+            images: vec![],
+            texts: vec![split.captions[c].clone()],
+            target: Target::None,
+            group: split.caption_image[c],
+        };
+        let vi = class_tokens(
+            &net,
+            &data,
+            (0..split.images.len()).map(img).collect(),
+            true,
+        );
+        let vt = class_tokens(
+            &net,
+            &data,
+            (0..split.captions.len()).map(txt).collect(),
+            false,
+        );
+        let m = tch::no_grad(|| net.itc().unwrap().logits(&vt, &vi).transpose(0, 1));
+        let m: Vec<f32> = Vec::try_from(m.contiguous().view([-1])).unwrap();
+        let ks = [1, 5, 10];
+        let ir = text_to_image_recall(&split, &m, &ks).unwrap();
+        let tr = image_to_text_recall(&split, &m, &ks).unwrap();
+        for (j, k) in ks.iter().enumerate() {
+            assert_eq!(s[&format!("ir_r{k}")], ir[j], "ir_r{k}");
+            assert_eq!(s[&format!("tr_r{k}")], tr[j], "tr_r{k}");
+        }
+        let mean = (ir.iter().sum::<f64>() + tr.iter().sum::<f64>()) / 6.0;
+        assert!((s["r_mean"] - mean).abs() < 1e-12);
+        // No ITC head: an error, not a score.
+        let (bare, _) = net_with(&["mim"]);
+        assert!(retrieval_recall(&bare, &data, &split).is_err());
+    }
+
+    #[test]
+    fn heldout_loss_is_the_weighted_sum_and_fixed_by_seed_and_step() {
+        let (_dir, split, data) = data();
+        let names = ["itc", "itm", "mlm", "text_mlm", "mim"];
+        let (net, objs) = net_with(&names);
+        let weights = [1.0, 0.5, 2.0, 0.25, 1.5];
+        let w: Vec<Weighted<'_>> = names
+            .iter()
+            .zip(&weights)
+            .zip(&objs)
+            .map(|((&name, &weight), o)| Weighted {
+                name,
+                weight,
+                objective: o.as_ref(),
+            })
+            .collect();
+        let held = HeldOut::default();
+        let a = heldout_loss(&net, &data, &split, &w, held).unwrap();
+        assert_eq!(a, heldout_loss(&net, &data, &split, &w, held).unwrap());
+        let total: f64 = names
+            .iter()
+            .zip(&weights)
+            .map(|(n, w)| w * a[&format!("heldout_{n}")])
+            .sum();
+        assert!((a["heldout_total"] - total).abs() < 1e-12);
+        assert!(a.values().all(|v| v.is_finite() && *v > 0.0), "{a:?}");
+        let b = heldout_loss(&net, &data, &split, &w, HeldOut { seed: 1, ..held }).unwrap();
+        for n in ["heldout_mlm", "heldout_text_mlm", "heldout_mim"] {
+            assert_ne!(a[n], b[n], "{n}: another seed, the same loss");
+        }
+        // ITC has no randomness.
+        assert_eq!(a["heldout_itc"], b["heldout_itc"]);
+    }
+}
