@@ -74,11 +74,6 @@ pub fn positives(texts: &[String], groups: &[usize]) -> Result<Vec<Vec<bool>>> {
 
 impl Objective for Itm {
     fn loss(&self, net: &Net, batch: &ModelBatch, cache: &StepCache) -> Result<Tensor> {
-        let image = cache.image(net, batch)?.select(1, 0).detach();
-        let text = cache.text(net, batch)?.select(1, 0).detach();
-        let itc = net.itc()?;
-        // Row = image, column = text, as mine_hard_negatives wants.
-        let sim = tch::no_grad(|| itc.logits(&text, &image).transpose(0, 1));
         if batch.texts.len() != batch.len() {
             return Err(TrainError::Invalid(format!(
                 "ITM: {} texts for a batch of {}",
@@ -86,6 +81,11 @@ impl Objective for Itm {
                 batch.len()
             )));
         }
+        let image = cache.image(net, batch)?.select(1, 0).detach();
+        let text = cache.text(net, batch)?.select(1, 0).detach();
+        let itc = net.itc()?;
+        // Row = image, column = text, as mine_hard_negatives wants.
+        let sim = tch::no_grad(|| itc.logits(&text, &image).transpose(0, 1));
         let positive = positives(&batch.texts, &batch.groups)?;
         let (text_for_image, image_for_text) =
             mine_hard_negatives(&sim, &positive, cache.seed, cache.step)?;

@@ -15,6 +15,8 @@
 //! blocks), the target is normalised per patch (SimMIM regresses raw pixels with an L1 loss)
 //! and the loss is the squared error.
 
+use mmerge_core::hash::{GOLDEN_GAMMA, fnv1a, splitmix64};
+use mmerge_models::heads::MimHead;
 use tch::{Kind, Tensor};
 
 use super::mlm::{below, row_stream};
@@ -22,8 +24,6 @@ use super::{Objective, ObjectiveDef, StepCache};
 use crate::error::{Result, TrainError};
 use crate::input::ModelBatch;
 use crate::net::Net;
-use mmerge_core::hash::{GOLDEN_GAMMA, fnv1a, splitmix64};
-use mmerge_models::heads::MimHead;
 
 pub const OBJECTIVE: ObjectiveDef = ObjectiveDef {
     name: "mim",
