@@ -7,13 +7,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use mmerge_data::suite::Suite;
 use mmerge_sink::{Sink, SinkConfig};
-use mmerge_train::recipe::{EvalSpec, Finetune, ModelSpec, Recipe};
-use mmerge_train::net::Init;
-use mmerge_train::trainer::{self, TrainOptions};
 use mmerge_train::TrainError;
+use mmerge_train::net::Init;
+use mmerge_train::recipe::{EvalSpec, Finetune, ModelSpec, Recipe};
+use mmerge_train::trainer::{self, TrainOptions};
 
 /// Trains as the recipe says into `out`.
-pub fn train(recipe: &Path, out: &Path, force: bool, resume: bool, quiet: bool) -> anyhow::Result<()> {
+pub fn train(
+    recipe: &Path,
+    out: &Path,
+    force: bool,
+    resume: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let r = Recipe::load(recipe)?;
     let prepared = trainer::prepare(&r)?;
     let sink = Sink::new(SinkConfig {
@@ -21,8 +27,13 @@ pub fn train(recipe: &Path, out: &Path, force: bool, resume: bool, quiet: bool) 
         tensorboard: r.tensorboard,
         quiet,
     })?;
-    sink.info(&format!("training {} → {}", recipe.display(), out.display()));
-    let report = trainer::train(prepared, out, &sink, TrainOptions { force, resume }).map_err(|e| advise(e, out))?;
+    sink.info(&format!(
+        "training {} → {}",
+        recipe.display(),
+        out.display()
+    ));
+    let report = trainer::train(prepared, out, &sink, TrainOptions { force, resume })
+        .map_err(|e| advise(e, out))?;
     print_scores(&report.scores);
     println!(
         "model: {}  ({} steps, {:.1} s, {:.0} examples/s)",

@@ -17,7 +17,7 @@ use mmerge_core::keys;
 use mmerge_models::MultiwayTransformer;
 use mmerge_models::config::{Expert, MultiwayConfig};
 use mmerge_models::error::KeyReport;
-use mmerge_models::heads::ItcHead;
+use mmerge_models::heads::{ItcHead, MlmHead};
 use mmerge_models::hf::{HfConfig, import};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor, nn};
@@ -50,6 +50,9 @@ pub struct Net {
     /// The image-text contrastive head (`heads.itc`), shared by the ITC and ITM objectives,
     /// retrieval and the zero-shot signals; created by the first that needs it.
     itc: Option<ItcHead>,
+    /// The masked-language-modelling head (`heads.mlm`), shared by the MLM objectives on the
+    /// fused and on the text-only pass; created by the first that needs it.
+    mlm: Option<MlmHead>,
 }
 
 impl Net {
@@ -62,6 +65,7 @@ impl Net {
             vs,
             encoder,
             itc: None,
+            mlm: None,
         })
     }
 
@@ -76,6 +80,20 @@ impl Net {
     pub fn itc(&self) -> Result<&ItcHead> {
         self.itc.as_ref().ok_or_else(|| {
             TrainError::Invalid("no image-text contrastive head (heads.itc) in this run".into())
+        })
+    }
+
+    /// The MLM head, created on first use.
+    pub fn ensure_mlm(&mut self) -> &MlmHead {
+        let (vs, cfg) = (&self.vs, self.encoder.config());
+        self.mlm
+            .get_or_insert_with(|| MlmHead::new(&(vs.root() / HEADS / "mlm"), cfg))
+    }
+
+    /// The MLM head, if an objective created it.
+    pub fn mlm(&self) -> Result<&MlmHead> {
+        self.mlm.as_ref().ok_or_else(|| {
+            TrainError::Invalid("no masked-language-modelling head (heads.mlm) in this run".into())
         })
     }
 

@@ -138,7 +138,12 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
                 let d = objective_def(name)?;
                 objectives.push((d.name, w, (d.build)(&mut net)?));
             }
-            let pairs = pair_items(&train)?;
+            let Examples::Retrieval(split) = &train else {
+                return Err(TrainError::Invalid(format!(
+                    "task `{task_name}`: pre-training pairs come from a retrieval split"
+                )));
+            };
+            let pairs = crate::tasks::retrieval::pair_items(split);
             (
                 Work::Pretrain {
                     task: task_name,
@@ -258,30 +263,6 @@ fn tokenizer(recipe: &Recipe, config: &MultiwayConfig) -> Result<Tokenizer> {
         )));
     }
     Ok(tok)
-}
-
-/// Pre-training items: one per image, with all its captions (one is drawn per epoch).
-pub fn pair_items(split: &Examples) -> Result<Vec<Item>> {
-    let Examples::Retrieval(r) = split else {
-        return Err(TrainError::Invalid(
-            "pre-training pairs come from a retrieval split".into(),
-        ));
-    };
-    let mut texts = vec![vec![]; r.images.len()];
-    for (c, &i) in r.captions.iter().zip(&r.caption_image) {
-        texts[i].push(c.clone());
-    }
-    Ok(r.images
-        .iter()
-        .zip(texts)
-        .enumerate()
-        .map(|(i, (im, texts))| Item {
-            images: vec![im.clone()],
-            texts,
-            target: crate::input::Target::None,
-            group: i,
-        })
-        .collect())
 }
 
 /// AdamW over every variable, in name order: no decay on biases, norms and 1-D tensors;
@@ -563,7 +544,12 @@ pub fn evaluate(p: &Prepared) -> Result<BTreeMap<String, Scores>> {
     let data = eval_data(p);
     p.eval
         .iter()
-        .map(|(split, ex)| Ok((split.clone(), evaluate_work(&p.work, &p.net, &data, ex, p.recipe.seed)?)))
+        .map(|(split, ex)| {
+            Ok((
+                split.clone(),
+                evaluate_work(&p.work, &p.net, &data, ex, p.recipe.seed)?,
+            ))
+        })
         .collect()
 }
 
@@ -630,14 +616,41 @@ pub fn evaluate_work(
 ) -> Result<Scores> {
     match work {
         Work::Finetune { head, .. } => head.evaluate(net, data, examples),
-        Work::Pretrain { .. } => {
+        Work::Pretrain {
+            objectives,
+            mask_prob,
+            mim_ratio,
+            ..
+        } => {
+            let Examples::Retrieval(split) = examples else {
+                return Err(TrainError::Invalid(
+                    "pre-training is evaluated on a retrieval split".into(),
+                ));
+            };
             let mut s = Scores::new();
-            if net.itc().is_ok()
-                && let Examples::Retrieval(split) = examples
-            {
+            if net.itc().is_ok() {
                 s.extend(zeroshot::retrieval_recall(net, data, split)?);
             }
-            s.extend(zeroshot::heldout_loss(work, net, data, examples, seed)?);
+            let weighted: Vec<zeroshot::Weighted<'_>> = objectives
+                .iter()
+                .map(|(name, weight, o)| zeroshot::Weighted {
+                    name,
+                    weight: *weight,
+                    objective: o.as_ref(),
+                })
+                .collect();
+            s.extend(zeroshot::heldout_loss(
+                net,
+                data,
+                split,
+                &weighted,
+                zeroshot::HeldOut {
+                    seed,
+                    step: 0,
+                    mask_prob: *mask_prob,
+                    mim_ratio: *mim_ratio,
+                },
+            )?);
             Ok(s)
         }
     }

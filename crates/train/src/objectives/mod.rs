@@ -4,8 +4,14 @@
 //! its captions per epoch). Every objective computes its loss on the same batch; the step's
 //! loss is Σ_k w_k L_k. Encodings that several objectives use (the image-only and text-only
 //! passes, the ITC similarities that ITM mines its negatives from) are computed once per step
-//! in a [`StepCache`]. Adding an objective is one module and one line in [`OBJECTIVES`];
-//! `tests/registry.rs` fails for an entry without a module doc stating its formula.
+//! in a [`StepCache`], as is the masked text that both MLM objectives read. Adding an
+//! objective is one module and one line in [`OBJECTIVES`]; `tests/objectives.rs` fails for an
+//! entry without a module doc stating its formula, its paper (arXiv id) and its deviations.
+//!
+//! Every random choice (masked tokens and patches, hard negatives) is drawn from a
+//! SplitMix64 stream (`mmerge_core::hash`) of (seed, step, objective, row), never from
+//! libtorch's generator: the same [`StepCache`] gives the same loss on any device or thread
+//! count, and a held-out loss can be compared between models.
 
 use std::cell::OnceCell;
 
@@ -16,6 +22,10 @@ use crate::input::ModelBatch;
 use crate::net::Net;
 
 pub mod itc;
+pub mod itm;
+pub mod mim;
+pub mod mlm;
+pub mod text_mlm;
 
 /// A registered objective.
 #[derive(Debug)]
@@ -36,7 +46,18 @@ pub trait Objective: std::fmt::Debug {
 }
 
 /// The registry: one line per objective.
-pub static OBJECTIVES: &[ObjectiveDef] = &[itc::OBJECTIVE];
+pub static OBJECTIVES: &[ObjectiveDef] = &[
+    itc::OBJECTIVE,
+    itm::OBJECTIVE,
+    mlm::OBJECTIVE,
+    text_mlm::OBJECTIVE,
+    mim::OBJECTIVE,
+];
+
+/// BERT's masking share, the default of [`StepCache::mask_prob`].
+pub const DEFAULT_MASK_PROB: f64 = 0.15;
+/// SimMIM's masking ratio for ViT, the default of [`StepCache::mim_ratio`].
+pub const DEFAULT_MIM_RATIO: f64 = 0.4;
 
 /// The objective called `name`.
 pub fn objective_def(name: &str) -> Result<&'static ObjectiveDef> {
@@ -57,17 +78,21 @@ pub fn objective_def(name: &str) -> Result<&'static ObjectiveDef> {
 /// Per-step context shared by the objectives of one step: the seed and step (for masking and
 /// negative sampling, so both are functions of (seed, step)), whether this is training, and
 /// the encodings computed at most once.
+///
+/// The trainer sets `mask_prob` and `mim_ratio` from the recipe (the defaults are
+/// [`DEFAULT_MASK_PROB`] and [`DEFAULT_MIM_RATIO`]) before the first loss of the step.
 #[derive(Debug)]
 pub struct StepCache {
     pub seed: u64,
     pub step: u64,
     pub train: bool,
-    /// Share of text tokens MLM masks.
+    /// The share of word tokens the MLM objectives mask, in (0, 1).
     pub mask_prob: f64,
-    /// Share of patches MIM masks.
+    /// The share of patches MIM masks, in (0, 1).
     pub mim_ratio: f64,
     image: OnceCell<Tensor>,
     text: OnceCell<Tensor>,
+    masked_text: OnceCell<(Tensor, Tensor)>,
 }
 
 impl StepCache {
@@ -76,11 +101,36 @@ impl StepCache {
             seed,
             step,
             train,
-            mask_prob: 0.15,
-            mim_ratio: 0.4,
+            mask_prob: DEFAULT_MASK_PROB,
+            mim_ratio: DEFAULT_MIM_RATIO,
             image: OnceCell::new(),
             text: OnceCell::new(),
+            masked_text: OnceCell::new(),
         }
+    }
+
+    /// The batch's token ids with BERT masking applied and the MLM labels (both [B, T] i64
+    /// on the text's device, labels −100 where not masked): [`mlm::mask_tokens`] with this
+    /// step's seed, step and `mask_prob`. Both MLM objectives of a step read the same masking.
+    pub fn masked_text(&self, net: &Net, batch: &ModelBatch) -> Result<&(Tensor, Tensor)> {
+        if let Some(t) = self.masked_text.get() {
+            return Ok(t);
+        }
+        if !(self.mask_prob > 0.0 && self.mask_prob < 1.0) {
+            return Err(TrainError::Invalid(format!(
+                "mask_prob must be in (0, 1), got {}",
+                self.mask_prob
+            )));
+        }
+        let text = batch.text()?;
+        let t = mlm::masked_batch(
+            text,
+            self.mask_prob,
+            net.config().vocab_size,
+            self.seed,
+            self.step,
+        )?;
+        Ok(self.masked_text.get_or_init(|| t))
     }
 
     /// The image-only encoding [B, 1+N, D] (vision experts).

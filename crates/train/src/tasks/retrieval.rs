@@ -126,25 +126,60 @@ fn embed_all(net: &Net, data: &EvalData, items: Vec<Item>) -> Result<(Vec<f32>, 
     Ok((out, dim))
 }
 
+/// Training pairs: one item per image with all its captions (the loader draws one per
+/// epoch), grouped by image.
+pub fn pair_items(split: &RetrievalSplit) -> Vec<Item> {
+    let mut captions = vec![Vec::new(); split.images.len()];
+    for (c, &i) in split.captions.iter().zip(&split.caption_image) {
+        captions[i].push(c.clone());
+    }
+    split
+        .images
+        .iter()
+        .zip(captions)
+        .enumerate()
+        .map(|(i, (im, texts))| Item {
+            images: vec![im.clone()],
+            texts,
+            target: Target::None,
+            group: i,
+        })
+        .collect()
+}
+
+/// Recall@1/5/10 both ways by the ITC embeddings (the task's evaluation, and the zero-shot
+/// signal after a merge).
+pub fn recall(net: &Net, data: &EvalData, split: &RetrievalSplit) -> Result<Scores> {
+    let (images, dim) = embed_all(net, data, image_items(split))?;
+    let (texts, _) = embed_all(net, data, caption_items(split))?;
+    let recall = embedding_recall(
+        split,
+        &images,
+        &texts,
+        dim,
+        EmbeddingRetrieval {
+            similarity: Similarity::Dot,
+            ..Default::default()
+        },
+    )?;
+    let mut s = Scores::new();
+    for (j, k) in recall.ks.iter().enumerate() {
+        s.insert(format!("tr_r{k}"), recall.image_to_text[j]);
+        s.insert(format!("ir_r{k}"), recall.text_to_image[j]);
+    }
+    let all: Vec<f64> = recall
+        .image_to_text
+        .iter()
+        .chain(&recall.text_to_image)
+        .copied()
+        .collect();
+    s.insert("r_mean".into(), all.iter().sum::<f64>() / all.len() as f64);
+    Ok(s)
+}
+
 impl Task for Retrieval {
     fn items(&self, examples: &Examples) -> Result<Vec<Item>> {
-        let split = split(examples)?;
-        let mut captions = vec![Vec::new(); split.images.len()];
-        for (c, &i) in split.captions.iter().zip(&split.caption_image) {
-            captions[i].push(c.clone());
-        }
-        Ok(split
-            .images
-            .iter()
-            .zip(captions)
-            .enumerate()
-            .map(|(i, (im, texts))| Item {
-                images: vec![im.clone()],
-                texts,
-                target: Target::None,
-                group: i,
-            })
-            .collect())
+        Ok(pair_items(split(examples)?))
     }
 
     fn loss(&self, net: &Net, batch: &ModelBatch, train: bool) -> Result<Tensor> {
@@ -160,31 +195,6 @@ impl Task for Retrieval {
     }
 
     fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
-        let split = split(examples)?;
-        let (images, dim) = embed_all(net, data, image_items(split))?;
-        let (texts, _) = embed_all(net, data, caption_items(split))?;
-        let recall = embedding_recall(
-            split,
-            &images,
-            &texts,
-            dim,
-            EmbeddingRetrieval {
-                similarity: Similarity::Dot,
-                ..Default::default()
-            },
-        )?;
-        let mut s = Scores::new();
-        for (j, k) in recall.ks.iter().enumerate() {
-            s.insert(format!("tr_r{k}"), recall.image_to_text[j]);
-            s.insert(format!("ir_r{k}"), recall.text_to_image[j]);
-        }
-        let all: Vec<f64> = recall
-            .image_to_text
-            .iter()
-            .chain(&recall.text_to_image)
-            .copied()
-            .collect();
-        s.insert("r_mean".into(), all.iter().sum::<f64>() / all.len() as f64);
-        Ok(s)
+        recall(net, data, split(examples)?)
     }
 }
