@@ -15,7 +15,8 @@
 //! registered method applies. Methods that take one input per tensor (SLERP, passthrough) take
 //! one chosen expert ([`ExpertOptions::only`]). A group left with one expert is copied unchanged
 //! (its weight is not applied). The output's `config.json` and tokenizer files come from the
-//! multiway checkpoint.
+//! multiway checkpoint, with `sharing` (where the config has it) set to `shared`, so the result
+//! loads as the `shared` model it is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -215,6 +216,8 @@ pub fn plan(
         MergePlan::from_groups(models, method, base, &options.params, groups, options.seed)?;
     plan.config_model = 0;
     plan.tokenizer_model = 0;
+    // The result is the `shared` model of the same preset.
+    plan.config_updates = vec![("sharing", "shared")];
     Ok(plan)
 }
 

@@ -150,6 +150,11 @@ fn write_side_files(
             if let Some(d) = plan.out_dtype_name {
                 obj.insert("torch_dtype".to_string(), d.into());
             }
+            for (key, v) in &plan.config_updates {
+                if obj.contains_key(*key) {
+                    obj.insert(key.to_string(), (*v).into());
+                }
+            }
         }
         let pretty = serde_json::to_string_pretty(&value).unwrap_or(text);
         writer.write_file("config.json", pretty.as_bytes())?;

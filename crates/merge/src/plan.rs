@@ -75,6 +75,9 @@ pub struct MergePlan {
     pub out_layers: Option<usize>,
     /// The `torch_dtype` to record in `config.json`, when the config sets a dtype.
     pub out_dtype_name: Option<&'static str>,
+    /// Values replacing those of keys the copied `config.json` has (an expert-into-shared
+    /// merge writes `sharing: shared`).
+    pub config_updates: Vec<(&'static str, &'static str)>,
     /// Seed of DARE's random masks.
     pub seed: u64,
 }
@@ -193,6 +196,7 @@ impl MergePlan {
             config_model,
             tokenizer_model,
             out_layers,
+            config_updates: vec![],
             out_dtype_name: out_dtype.map(|d| match d {
                 Dtype::BF16 => "bfloat16",
                 Dtype::F16 => "float16",
@@ -259,6 +263,7 @@ impl MergePlan {
             tokenizer_model: base.unwrap_or(0),
             out_layers: None,
             out_dtype_name: None,
+            config_updates: vec![],
             seed,
         })
     }

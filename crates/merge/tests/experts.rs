@@ -190,8 +190,8 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
         assert_eq!(got, want, "{}", k.name());
         assert_eq!(
             std::fs::read(out.dir().join("config.json")).unwrap(),
-            b"{\n  \"sharing\": \"all-specific\"\n}",
-            "{}: config.json from the multiway checkpoint",
+            b"{\n  \"sharing\": \"shared\"\n}",
+            "{}: config.json from the multiway checkpoint, now the shared model's",
             k.name()
         );
         for (key, _, all) in layout() {

@@ -27,9 +27,9 @@ use crate::error::{Result, TrainError};
 /// The prefix of every head variable.
 pub const HEADS: &str = "heads";
 
-/// How the encoder's weights start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// How the encoder's weights start. In YAML: `scratch`, `{checkpoint: DIR}`,
+/// `{expand: DIR}` or `{hf: {dir: DIR, expert: NAME}}`.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Init {
     /// Fresh weights from the run's seed.
     Scratch,
@@ -40,6 +40,93 @@ pub enum Init {
     /// Hugging Face weights (BERT, ViT, DINOv2) imported into one expert path
     /// (`expert: shared` for a plain model).
     Hf { dir: PathBuf, expert: String },
+}
+
+const INIT_FORMS: &[&str] = &["scratch", "checkpoint", "expand", "hf"];
+
+/// `hf:`'s fields.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HfInit {
+    dir: PathBuf,
+    expert: String,
+}
+
+impl Serialize for Init {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (key, path) = match self {
+            Init::Scratch => return s.serialize_str("scratch"),
+            Init::Checkpoint(p) => ("checkpoint", p),
+            Init::Expand(p) => ("expand", p),
+            Init::Hf { dir, expert } => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(
+                    "hf",
+                    &HfInit {
+                        dir: dir.clone(),
+                        expert: expert.clone(),
+                    },
+                )?;
+                return m.end();
+            }
+        };
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry(key, path)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Init {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Init;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "`scratch`, {checkpoint: DIR}, {expand: DIR} or {hf: {dir: DIR, expert: NAME}}",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Init, E> {
+                match v {
+                    "scratch" => Ok(Init::Scratch),
+                    _ => Err(E::unknown_variant(v, INIT_FORMS)),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Init, A::Error> {
+                use serde::de::Error;
+                let key: String = map
+                    .next_key()?
+                    .ok_or_else(|| A::Error::custom("an empty init; expected one of its forms"))?;
+                let init = match key.as_str() {
+                    "scratch" => {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        Init::Scratch
+                    }
+                    "checkpoint" => Init::Checkpoint(map.next_value()?),
+                    "expand" => Init::Expand(map.next_value()?),
+                    "hf" => {
+                        let h: HfInit = map.next_value()?;
+                        Init::Hf {
+                            dir: h.dir,
+                            expert: h.expert,
+                        }
+                    }
+                    other => return Err(A::Error::unknown_variant(other, INIT_FORMS)),
+                };
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(A::Error::custom(format!(
+                        "init takes one form, found `{key}` and `{extra}`"
+                    )));
+                }
+                Ok(init)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The encoder and its variable store.
