@@ -323,6 +323,22 @@ impl Sink {
         Ok(())
     }
 
+    /// A TensorBoard RGB image, `rgb` row by row, 3 bytes a pixel (nothing without
+    /// TensorBoard).
+    pub fn image(&self, tag: &str, step: u64, width: u32, height: u32, rgb: &[u8]) -> Result<()> {
+        let tb_step = tb_step(tag, step)?;
+        let mut inner = self.lock();
+        if let Some(tb) = &mut inner.tb {
+            tb.image(tag, tb_step, width, height, rgb)
+                .map_err(|source| SinkError::Tensorboard {
+                    path: tb.path().to_path_buf(),
+                    what: "writing an image",
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+
     /// TensorBoard markdown text (nothing without TensorBoard).
     pub fn text(&self, tag: &str, step: u64, markdown: &str) -> Result<()> {
         let tb_step = tb_step(tag, step)?;

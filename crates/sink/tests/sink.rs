@@ -544,3 +544,25 @@ fn child_process_output() {
     assert_eq!(stderr, "");
     assert!(files.is_empty(), "{files:?}");
 }
+
+#[test]
+fn an_image_is_stored_as_a_png_of_its_pixels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let sink = run_sink(&dir, true);
+    let rgb: Vec<u8> = (0..2 * 3 * 3).map(|i| (i * 13) as u8).collect();
+    sink.image("inputs/0", 4, 2, 3, &rgb).unwrap();
+    assert!(sink.image("inputs/1", 4, 2, 2, &rgb).is_err(), "wrong size");
+    sink.finish().unwrap();
+    let events = read_events(&event_file(&dir)).unwrap();
+    let s = summary(&events[1]);
+    assert_eq!((s.tag.as_str(), events[1].step), ("inputs/0", 4));
+    let Some(Value::Image(im)) = &s.value else {
+        panic!("not an image: {:?}", s.value)
+    };
+    assert_eq!((im.width, im.height, im.colorspace), (2, 3, 3));
+    let png = image::load_from_memory(&im.encoded_image_string)
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(png.into_raw(), rgb);
+}

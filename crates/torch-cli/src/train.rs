@@ -9,7 +9,7 @@ use mmerge_data::suite::Suite;
 use mmerge_sink::{Sink, SinkConfig};
 use mmerge_train::TrainError;
 use mmerge_train::net::Init;
-use mmerge_train::recipe::{EvalSpec, Finetune, ModelSpec, Recipe};
+use mmerge_train::recipe::Recipe;
 use mmerge_train::trainer::{self, TrainOptions};
 
 /// Trains as the recipe says into `out`.
@@ -75,34 +75,19 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
                 mmerge_models::MultiwayConfig::from_file(&ck.join("config.json"))
                     .with_context(|| format!("{}: the checkpoint's config", ck.display()))?;
             Suite::open(suite)?;
-            Recipe {
-                suite: suite.clone(),
-                seed: 0,
-                model: ModelSpec {
-                    preset: None,
-                    config: Some(ck.join("config.json")),
-                    sharing: serde_json::to_value(config.sharing)?
-                        .as_str()
-                        .unwrap_or("shared")
-                        .to_string(),
-                    init: Init::Checkpoint(ck.clone()),
+            // Only what differs from the recipe defaults.
+            serde_json::from_value(serde_json::json!({
+                "suite": suite,
+                "model": {
+                    "config": ck.join("config.json"),
+                    "sharing": config.sharing,
+                    "init": {"checkpoint": ck},
                 },
-                pretrain: None,
-                finetune: Some(Finetune { task: task.clone() }),
-                steps: 1,
-                batch_size: 64,
-                grad_accum: 1,
-                optim: Default::default(),
-                eval: EvalSpec::default(),
-                checkpoint_every: 0,
-                log_every: 10,
-                tokenizer: None,
-                augment: false,
-                bf16: false,
-                device: "auto".into(),
-                threads: 0,
-                tensorboard: false,
-            }
+                "finetune": {"task": task},
+                "steps": 1,
+                "device": "auto",
+                "tensorboard": false,
+            }))?
         }
         _ => anyhow::bail!("give a RECIPE, or --checkpoint, --task and --suite"),
     };

@@ -15,6 +15,7 @@
 pub mod error;
 pub mod eval;
 pub mod input;
+pub mod logging;
 pub mod net;
 pub mod objectives;
 pub mod recipe;

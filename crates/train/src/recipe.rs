@@ -62,6 +62,9 @@ pub struct Recipe {
     /// Steps between logged training losses.
     #[serde(default = "default_log")]
     pub log_every: u64,
+    /// Steps between weight histograms in TensorBoard (0: at the start and the end only).
+    #[serde(default)]
+    pub histogram_every: u64,
     /// A `tokenizer.json`; default: the init checkpoint's, else one trained on the suite.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
@@ -357,6 +360,12 @@ impl Recipe {
             self.steps > 0,
             "at least 1",
             self.steps.to_string(),
+        )?;
+        range(
+            "log_every",
+            self.log_every > 0,
+            "at least 1",
+            self.log_every.to_string(),
         )?;
         range(
             "batch_size",

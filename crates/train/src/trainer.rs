@@ -382,9 +382,13 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
     let micro_index = start * accum;
     let mut epoch = micro_index / per_epoch;
     let mut batches = loader.epoch_from(epoch, (micro_index % per_epoch) as usize);
+    crate::logging::recipe(sink, &r, start)?;
+    crate::logging::weights(sink, &p.net, start)?;
     let bar = sink.progress("train", r.steps);
     bar.set_position(start);
     let t0 = Instant::now();
+    let mut logged_inputs = None;
+    let mut window = (Instant::now(), start);
     let params: Vec<Tensor> = p
         .optimizer
         .params()
@@ -409,6 +413,10 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
                 }
             };
             let batch = collator.collate(batch)?;
+            if step == start && logged_inputs.is_none() {
+                crate::logging::inputs(sink, &batch, step)?;
+                logged_inputs = Some(step);
+            }
             let (loss, named) = work_loss(&p.work, &p.net, &batch, r.seed, step, true)?;
             let loss = loss / accum as f64;
             let value = loss.double_value(&[]);
@@ -439,7 +447,14 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         let done = step + 1;
         bar.inc(1);
         if done % r.log_every == 0 || done == r.steps {
-            let mut values = vec![("train/loss", total), ("train/lr", lr)];
+            let per_s = ((done - window.1) * r.batch_size as u64) as f64
+                / window.0.elapsed().as_secs_f64().max(1e-9);
+            window = (Instant::now(), done);
+            let mut values = vec![
+                ("train/loss", total),
+                ("train/lr", lr),
+                ("train/examples_per_s", per_s),
+            ];
             if norm.is_finite() {
                 values.push(("train/grad_norm", norm));
             }
@@ -449,6 +464,9 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
                 .collect();
             values.extend(named.iter().map(|(k, v)| (k.as_str(), *v)));
             sink.scalars(done, &values).map_err(sink_err)?;
+        }
+        if r.histogram_every > 0 && done % r.histogram_every == 0 && done < r.steps {
+            crate::logging::weights(sink, &p.net, done)?;
         }
         if r.eval.every > 0 && done % r.eval.every == 0 && done < r.steps {
             let (split, examples) = &p.eval[0];
@@ -495,6 +513,8 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         }
         scores.insert(split.clone(), s);
     }
+    crate::logging::weights(sink, &p.net, r.steps)?;
+    crate::logging::hparams(sink, &r, &scores)?;
     sink.score("train/seconds", seconds);
     sink.finish().map_err(sink_err)?;
     Ok(TrainReport {
