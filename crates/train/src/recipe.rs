@@ -71,7 +71,7 @@ pub struct Recipe {
     /// Random resized crops and flips on training images.
     #[serde(default)]
     pub augment: bool,
-    /// bf16 autocast (CUDA only).
+    /// bf16 autocast (CUDA only). Refused for now: tch 0.26 cannot set autocast's dtype.
     #[serde(default)]
     pub bf16: bool,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.

@@ -80,10 +80,14 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
     let suite = Suite::open(&recipe.suite)?;
     let config = model_config(recipe)?;
     let device = parse_device(&recipe.device)?;
-    if recipe.bf16 && !device.is_cuda() {
-        return Err(TrainError::Invalid(
-            "bf16 autocast is for CUDA devices; this recipe runs on the CPU".into(),
-        ));
+    if recipe.bf16 {
+        // tch 0.26 exposes autocast only with libtorch's default CUDA dtype (float16) and no
+        // way to ask for bfloat16; refusing beats silently training in another precision.
+        return Err(TrainError::Invalid(format!(
+            "bf16: autocast to bfloat16 is not available yet (tch 0.26 cannot set autocast's \
+             dtype); remove `bf16: true` to train in float32{}",
+            if device.is_cuda() { "" } else { " (and it is for CUDA devices only)" }
+        )));
     }
     if recipe.threads > 0 {
         tch::set_num_threads(recipe.threads as i32);
