@@ -4,6 +4,10 @@
 //! a complete state behind). A resumed run loads the newest and continues bit-identically:
 //! the schedule is a function of the step, the data order of (seed, epoch), masking and
 //! negatives of (seed, step).
+//!
+//! A kill (SIGKILL, power) mid-write leaves the temporary sibling of the folder being written
+//! (`core::atomic`), never a partial `state-<step>` or `model/`; [`remove_leftovers`] clears
+//! such siblings when a run starts or resumes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,6 +66,42 @@ pub fn save(run: &Path, net: &Net, opt: &AdamW, meta: Meta) -> Result<PathBuf> {
         }
     }
     Ok(out)
+}
+
+/// Removes what killed runs left in `run`: the temporary siblings of `core::atomic` (their
+/// process is gone, nothing will finish them). Returns how many.
+pub fn remove_leftovers(run: &Path) -> Result<usize> {
+    // The marker in the temporary names, taken from `core::atomic`, the one place that
+    // names them: `.<name><marker><pid>`.
+    let probe = mmerge_core::atomic::temp_sibling(Path::new("x"));
+    let probe = probe.to_string_lossy();
+    let marker = probe
+        .strip_prefix(".x")
+        .unwrap_or(&probe)
+        .trim_end_matches(|c: char| c.is_ascii_digit());
+    let entries = match std::fs::read_dir(run) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(TrainError::io(run, e)),
+    };
+    let mut n = 0;
+    for e in entries {
+        let e = e.map_err(|e| TrainError::io(run, e))?;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && !marker.is_empty() && name.contains(marker)) {
+            continue;
+        }
+        let path = e.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        gone.map_err(|e| TrainError::io(&path, e))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Complete state folders of a run, oldest first.

@@ -134,7 +134,6 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
     }
     let tokenizer = tokenizer(recipe, &config)?;
     let mut net = Net::new(&config, recipe.seed, device)?;
-    let fresh_heads = net.init(&recipe.model.init)?;
     let (work, train_items) = match &recipe.pretrain {
         Some(p) => {
             let mut objectives = vec![];
@@ -176,6 +175,10 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
             )
         }
     };
+    // After the heads exist, so that the init checkpoint's heads (a fine-tuned model's
+    // classifier, a pre-trained model's ITC projections) are loaded, and those it lacks are
+    // reported as fresh.
+    let fresh_heads = net.init(&recipe.model.init)?;
     let optimizer = optimizer(recipe, &net)?;
     let schedule = Schedule::new(ScheduleConfig {
         peak_lr: recipe.optim.lr,
@@ -338,8 +341,6 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
             model_dir.display()
         )));
     }
-    std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
-    mmerge_core::atomic::write_atomic(&run.join("recipe.yml"), p.recipe.to_yaml().as_bytes())?;
     let r = p.recipe.clone();
     let mut start = 0;
     if opts.resume {
@@ -347,12 +348,23 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
             start = meta.step;
             sink.info(&format!("resumed at step {start}"));
         }
-    } else if !state::states(run)?.is_empty() && !opts.force {
-        return Err(TrainError::Invalid(format!(
-            "{} holds the state of an unfinished run",
-            run.display()
-        )));
+    } else if !state::states(run)?.is_empty() {
+        if !opts.force {
+            return Err(TrainError::Invalid(format!(
+                "{} holds the state of an unfinished run",
+                run.display()
+            )));
+        }
+        // Starting afresh: a later --resume must not find the old run's states.
+        for old in state::states(run)? {
+            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+        }
     }
+    // What a killed run may have left half-written (temporary siblings only: states and
+    // the model appear by rename, whole).
+    state::remove_leftovers(run)?;
+    std::fs::create_dir_all(run).map_err(|e| TrainError::io(run, e))?;
+    mmerge_core::atomic::write_atomic(&run.join("recipe.yml"), p.recipe.to_yaml().as_bytes())?;
     if !p.fresh_heads.is_empty() {
         sink.info(&format!(
             "freshly initialised: {}",
