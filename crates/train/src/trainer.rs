@@ -86,7 +86,11 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
         return Err(TrainError::Invalid(format!(
             "bf16: autocast to bfloat16 is not available yet (tch 0.26 cannot set autocast's \
              dtype); remove `bf16: true` to train in float32{}",
-            if device.is_cuda() { "" } else { " (and it is for CUDA devices only)" }
+            if device.is_cuda() {
+                ""
+            } else {
+                " (and it is for CUDA devices only)"
+            }
         )));
     }
     if recipe.threads > 0 {
