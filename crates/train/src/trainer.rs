@@ -128,13 +128,25 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
         )));
     }
     let def = task_def(kind)?;
-    let train = task.split(Split::Train)?;
-    let mut eval = vec![(
-        recipe.eval.split.clone(),
-        task.split(recipe.eval.split.as_str())?,
-    )];
+    // A split the manifest does not list is named with the ones it does.
+    let split = |name: &str| -> Result<Examples> {
+        if !task.splits().any(|s| s == name) {
+            return Err(TrainError::Unknown {
+                what: "split",
+                name: name.to_string(),
+                valid: format!(
+                    "{} (task `{task_name}` in {})",
+                    task.splits().collect::<Vec<_>>().join(", "),
+                    recipe.suite.join("suite.json").display()
+                ),
+            });
+        }
+        Ok(task.split(name)?)
+    };
+    let train = split(Split::Train.name())?;
+    let mut eval = vec![(recipe.eval.split.clone(), split(&recipe.eval.split)?)];
     if recipe.eval.test && recipe.eval.split != "test" {
-        eval.push(("test".to_string(), task.split(Split::Test)?));
+        eval.push(("test".to_string(), split(Split::Test.name())?));
     }
     let tokenizer = tokenizer(recipe, &config)?;
     let mut net = Net::new(&config, recipe.seed, device)?;
