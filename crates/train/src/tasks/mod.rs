@@ -130,6 +130,26 @@ pub(crate) fn class_predictions(
     Ok((Vec::try_from(pred)?, Vec::try_from(labels)?))
 }
 
+/// Cross-entropy of class logits [B, C] against the batch's class targets.
+pub(crate) fn class_loss(logits: Tensor, batch: &ModelBatch) -> Result<Tensor> {
+    Ok(logits.cross_entropy_for_logits(batch.classes()?))
+}
+
+/// `accuracy`: the share of `items` whose arg-max class of `logits(batch)` is their label.
+pub(crate) fn accuracy(
+    data: &EvalData,
+    items: Vec<Item>,
+    logits: impl Fn(&ModelBatch) -> Result<Tensor>,
+) -> Result<Scores> {
+    let mut acc = mmerge_data::score::Accuracy::default();
+    data.for_each(items, 0, |batch| {
+        let (pred, labels) = class_predictions(&logits(&batch)?, &batch)?;
+        acc.add(&pred, &labels)?;
+        Ok(())
+    })?;
+    Ok(Scores::from([("accuracy".to_string(), acc.value())]))
+}
+
 /// Checks that a split has the classes the head was built for.
 pub(crate) fn same_classes(what: &str, head: &[String], split: &[String]) -> Result<()> {
     if head == split {

@@ -14,12 +14,11 @@
 //! directly. Texts longer than the model's positions are truncated. An evaluation split must
 //! have the training split's labels, in the same order.
 
-use mmerge_data::score::Accuracy;
 use mmerge_data::suite::{Examples, TaskKind};
 use mmerge_models::heads::Classifier;
 use tch::Tensor;
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef, class_predictions, same_classes};
+use super::{InputKind, Scores, Task, TaskData, TaskDef, accuracy, class_loss, same_classes};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target};
@@ -90,21 +89,12 @@ impl Task for TextCls {
     }
 
     fn loss(&self, net: &Net, batch: &ModelBatch, train: bool) -> Result<Tensor> {
-        let labels = batch.classes()?;
-        Ok(self
-            .logits(net, batch, train)?
-            .cross_entropy_for_logits(labels))
+        class_loss(self.logits(net, batch, train)?, batch)
     }
 
     fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
-        let mut acc = Accuracy::default();
-        data.for_each(self.items(examples)?, 0, |batch| {
-            let (pred, labels) = class_predictions(&self.logits(net, &batch, false)?, &batch)?;
-            acc.add(&pred, &labels)?;
-            Ok(())
-        })?;
-        let mut s = Scores::new();
-        s.insert("accuracy".into(), acc.value());
-        Ok(s)
+        accuracy(data, self.items(examples)?, |batch| {
+            self.logits(net, batch, false)
+        })
     }
 }
