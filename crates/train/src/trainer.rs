@@ -466,7 +466,18 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
             let g = Tensor::f_run_backward(&[loss], &params, false, false)?;
             grads = Some(match grads {
                 None => g,
-                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect(),
+                // A parameter the loss does not reach has an undefined gradient (the vision
+                // experts of a text task): it stays undefined unless another micro-batch
+                // reaches it.
+                Some(acc) => acc
+                    .iter()
+                    .zip(&g)
+                    .map(|(a, b)| match (a.defined(), b.defined()) {
+                        (true, true) => a + b,
+                        (true, false) => a.shallow_clone(),
+                        _ => b.shallow_clone(),
+                    })
+                    .collect(),
             });
         }
         let grads = grads.unwrap_or_default();
