@@ -29,7 +29,7 @@ fn train(suite: &Path, run: &Path, accum: usize) -> (Checkpoint, Vec<f32>) {
     )
     .unwrap();
     trainer::train(p, run, &Sink::hidden(), TrainOptions::default()).unwrap();
-    (Checkpoint::open(&run.join("model")).unwrap(), before)
+    (Checkpoint::open(run.join("model")).unwrap(), before)
 }
 
 const HEAD: &str = "heads.text_cls.out.weight";
