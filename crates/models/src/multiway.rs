@@ -58,7 +58,15 @@ impl Attention {
     }
 
     /// `x` [B, T, D]; `mask` bool [B, 1, 1, T], true where a key may be attended to.
-    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, train: bool) -> Tensor {
+    /// With `keep`, only the first `keep` tokens are queries (all tokens are keys and values):
+    /// the first `keep` rows of the full output.
+    fn forward_first(
+        &self,
+        x: &Tensor,
+        keep: Option<i64>,
+        mask: Option<&Tensor>,
+        train: bool,
+    ) -> Tensor {
         let (b, t, d) = (x.size()[0], x.size()[1], x.size()[2]);
         // One [D, 3D] projection instead of three [D, D] ones: larger matrix products run
         // faster on CPU. The parameters stay separate (q, k, v keys, as in Hugging Face).
@@ -71,13 +79,17 @@ impl Attention {
             .linear(&w, bias.as_ref())
             .view([b, t, 3, self.heads, d / self.heads]);
         let qkv = qkv.permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let (mut q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let n = keep.unwrap_or(t);
+        if n != t {
+            q = q.narrow(2, 0, n);
+        }
         let p = if train { self.dropout } else { 0.0 };
         let y =
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, false, None::<f64>, false);
         y.transpose(1, 2)
             .contiguous()
-            .view([b, t, d])
+            .view([b, n, d])
             .apply(&self.out)
     }
 }
@@ -163,6 +175,24 @@ impl Block {
         e: Expert,
         train: bool,
     ) -> Tensor {
+        self.forward_first(cfg, x, None, mask, e, train)
+    }
+
+    /// As `forward`, computing only the first `keep` tokens' outputs (every token still
+    /// attended to): the first `keep` rows of `forward`'s output, without dropout.
+    fn forward_first(
+        &self,
+        cfg: &MultiwayConfig,
+        x: &Tensor,
+        keep: Option<i64>,
+        mask: Option<&Tensor>,
+        e: Expert,
+        train: bool,
+    ) -> Tensor {
+        let first = |t: &Tensor| match keep {
+            Some(n) => t.narrow(1, 0, n),
+            None => t.shallow_clone(),
+        };
         let pick = |part: Part| cfg.storage(part, e);
         // The experts exist by construction (`stored_experts` lists every `storage` result).
         let attn = &self.attn[&pick(Part::Attn)];
@@ -175,17 +205,21 @@ impl Block {
             None => y,
         };
         if cfg.pre_norm {
-            let h = x + scale(
-                attn.forward(&x.apply(n1), mask, train).dropout(drop, train),
-                &self.gamma1,
-            );
+            let h = first(x)
+                + scale(
+                    attn.forward_first(&x.apply(n1), keep, mask, train)
+                        .dropout(drop, train),
+                    &self.gamma1,
+                );
             let f = ffn.forward(&h.apply(n2)).dropout(drop, train);
             &h + scale(f, &self.gamma2)
         } else {
-            let h = (x + scale(
-                attn.forward(x, mask, train).dropout(drop, train),
-                &self.gamma1,
-            ))
+            let h = (first(x)
+                + scale(
+                    attn.forward_first(x, keep, mask, train)
+                        .dropout(drop, train),
+                    &self.gamma1,
+                ))
             .apply(n1);
             let f = ffn.forward(&h).dropout(drop, train);
             (&h + scale(f, &self.gamma2)).apply(n2)
@@ -408,17 +442,164 @@ impl MultiwayTransformer {
 
     /// Image only: [B, 1 + N, D] (the class token first), vision experts in every layer.
     pub fn encode_image(&self, pixels: &Tensor, train: bool) -> Result<Tensor> {
-        self.check_pixels(pixels)?;
-        let x = self.embed_image(pixels, 1)?;
-        Ok(self.finish(self.run(x, None, 0..self.layers.len(), Expert::Vision, train)))
+        let lower = self.image_lower(pixels, 1, train)?;
+        Ok(self.image_upper(lower, train))
     }
 
     /// Text only: [B, T, D], text experts in every layer; padded keys are masked out.
     pub fn encode_text(&self, text: &TextBatch<'_>, train: bool) -> Result<Tensor> {
+        let lower = self.text_lower(text, train)?;
+        Ok(self.text_upper(lower, text.mask, train))
+    }
+
+    /// The layers below the VL split of the image-only pass, which the fused pass shares:
+    /// image tokens (token type `type_id`) through the vision experts of layers
+    /// `0..L − vl_layers`, [B, 1 + N, D]. [`Self::encode_image`] is
+    /// `image_upper(image_lower(pixels, 1))` and [`Self::encode_image_text`] is
+    /// `fuse(text_lower(text), image_lower(pixels, type_id), text.mask)`, so a caller that
+    /// needs several of them on the same inputs (and no dropout, which would draw new masks
+    /// per pass) can run the lower layers once.
+    pub fn image_lower(&self, pixels: &Tensor, type_id: i64, train: bool) -> Result<Tensor> {
+        self.check_pixels(pixels)?;
+        let x = self.embed_image(pixels, type_id)?;
+        Ok(self.run(x, None, 0..self.split(), Expert::Vision, train))
+    }
+
+    /// The rest of the image-only pass on [`Self::image_lower`]'s output: the vision experts
+    /// of the VL layers and the final norm.
+    pub fn image_upper(&self, lower: Tensor, train: bool) -> Tensor {
+        self.finish(self.run(
+            lower,
+            None,
+            self.split()..self.layers.len(),
+            Expert::Vision,
+            train,
+        ))
+    }
+
+    /// The layers below the VL split of the text-only pass (see [`Self::image_lower`]): text
+    /// tokens through the text experts, padded keys masked out, [B, T, D].
+    pub fn text_lower(&self, text: &TextBatch<'_>, train: bool) -> Result<Tensor> {
         self.check_text(text)?;
         let x = self.embed_text(text.ids, train)?;
         let m = Self::key_mask(text.mask);
-        Ok(self.finish(self.run(x, m.as_ref(), 0..self.layers.len(), Expert::Text, train)))
+        Ok(self.run(x, m.as_ref(), 0..self.split(), Expert::Text, train))
+    }
+
+    /// The rest of the text-only pass on [`Self::text_lower`]'s output (`mask` the text's
+    /// padding mask [B, T]): the text experts of the VL layers and the final norm.
+    pub fn text_upper(&self, lower: Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let m = Self::key_mask(mask);
+        self.finish(self.run(
+            lower,
+            m.as_ref(),
+            self.split()..self.layers.len(),
+            Expert::Text,
+            train,
+        ))
+    }
+
+    /// The VL layers on `[text; image]` of the lower layers' outputs ([`Self::text_lower`]
+    /// [B, T, D] with its padding mask `text_mask` [B, T], [`Self::image_lower`] [B, 1 + N, D])
+    /// and the final norm: as [`Self::encode_image_text`].
+    pub fn fuse(
+        &self,
+        text: Tensor,
+        image: Tensor,
+        text_mask: &Tensor,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let (ts, is) = (text.size(), image.size());
+        if ts.len() != 3 || is.len() != 3 || ts[0] != is[0] || text_mask.size() != ts[..2] {
+            return Err(ModelError::Input(format!(
+                "fuse: text {ts:?} (mask {:?}) and image {is:?} do not fit",
+                text_mask.size()
+            )));
+        }
+        let (b, n_img) = (is[0], is[1]);
+        let mask = Tensor::cat(
+            &[
+                text_mask.to_kind(Kind::Int64),
+                Tensor::ones([b, n_img], (Kind::Int64, image.device())),
+            ],
+            1,
+        );
+        let x = Tensor::cat(&[text, image], 1);
+        let km = Self::key_mask(&mask);
+        let x = self.run(
+            x,
+            km.as_ref(),
+            self.split()..self.layers.len(),
+            Expert::Vl,
+            train,
+        );
+        Ok((self.finish(x), mask))
+    }
+
+    /// The first `keep` tokens of [`Self::fuse`]'s encoding, [B, keep, D], for a caller that
+    /// reads only those (a classifier on the first token, MLM on the text positions): the
+    /// last layer computes only their outputs (queries), attending to every token. The same
+    /// values as `fuse(...).0.narrow(1, 0, keep)`; with dropout in training it falls back to
+    /// exactly that, so the dropout draws do not change.
+    pub fn fuse_first(
+        &self,
+        text: Tensor,
+        image: Tensor,
+        text_mask: &Tensor,
+        keep: i64,
+        train: bool,
+    ) -> Result<Tensor> {
+        let c = &self.cfg;
+        let dropout = c.hidden_dropout_prob > 0.0 || c.attention_probs_dropout_prob > 0.0;
+        let total =
+            text.size().get(1).copied().unwrap_or(0) + image.size().get(1).copied().unwrap_or(0);
+        if !(1..=total).contains(&keep) {
+            return Err(ModelError::Input(format!(
+                "fuse_first: keep {keep} of {total} tokens"
+            )));
+        }
+        if (train && dropout) || self.split() == self.layers.len() {
+            let (h, _) = self.fuse(text, image, text_mask, train)?;
+            return Ok(h.narrow(1, 0, keep));
+        }
+        let (ts, is) = (text.size(), image.size());
+        if ts.len() != 3 || is.len() != 3 || ts[0] != is[0] || text_mask.size() != ts[..2] {
+            return Err(ModelError::Input(format!(
+                "fuse: text {ts:?} (mask {:?}) and image {is:?} do not fit",
+                text_mask.size()
+            )));
+        }
+        let (b, n_img) = (is[0], is[1]);
+        let mask = Tensor::cat(
+            &[
+                text_mask.to_kind(Kind::Int64),
+                Tensor::ones([b, n_img], (Kind::Int64, image.device())),
+            ],
+            1,
+        );
+        let km = Self::key_mask(&mask);
+        let last = self.layers.len() - 1;
+        let x = self.run(
+            Tensor::cat(&[text, image], 1),
+            km.as_ref(),
+            self.split()..last,
+            Expert::Vl,
+            train,
+        );
+        let x = self.layers[last].forward_first(
+            &self.cfg,
+            &x,
+            Some(keep),
+            km.as_ref(),
+            Expert::Vl,
+            train,
+        );
+        Ok(self.finish(x))
+    }
+
+    /// The index of the first VL layer.
+    fn split(&self) -> usize {
+        (self.cfg.num_hidden_layers - self.cfg.vl_layers) as usize
     }
 
     /// Image and text fused: [B, T + 1 + N, D] as `[text; image]`, and the key mask [B, T+1+N]
@@ -444,35 +625,9 @@ impl MultiwayTransformer {
                 "image token type {type_id} is out of range"
             )));
         }
-        let split = (self.cfg.num_hidden_layers - self.cfg.vl_layers) as usize;
-        let tm = Self::key_mask(text.mask);
-        let t = self.run(
-            self.embed_text(text.ids, train)?,
-            tm.as_ref(),
-            0..split,
-            Expert::Text,
-            train,
-        );
-        let i = self.run(
-            self.embed_image(pixels, type_id)?,
-            None,
-            0..split,
-            Expert::Vision,
-            train,
-        );
-        let n_img = i.size()[1];
-        let b = pixels.size()[0];
-        let mask = Tensor::cat(
-            &[
-                text.mask.to_kind(Kind::Int64),
-                Tensor::ones([b, n_img], (Kind::Int64, pixels.device())),
-            ],
-            1,
-        );
-        let x = Tensor::cat(&[t, i], 1);
-        let km = Self::key_mask(&mask);
-        let x = self.run(x, km.as_ref(), split..self.layers.len(), Expert::Vl, train);
-        Ok((self.finish(x), mask))
+        let t = self.text_lower(text, train)?;
+        let i = self.image_lower(pixels, type_id, train)?;
+        self.fuse(t, i, text.mask, train)
     }
 
     /// Image pair and text (NLVR2): the first token of each fused sequence, concatenated

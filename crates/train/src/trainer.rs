@@ -428,65 +428,41 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         .map(Tensor::shallow_clone)
         .collect();
     for step in start..r.steps {
-        tch::manual_seed(splitmix64(r.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64);
         let lr = p.schedule.lr(step);
-        p.optimizer.set_lr(lr);
-        let mut grads: Option<Vec<Tensor>> = None;
-        let mut parts: BTreeMap<&'static str, f64> = BTreeMap::new();
-        let mut total = 0f64;
-        for _ in 0..accum {
-            let batch = loop {
-                match batches.next() {
-                    Some(b) => break b?,
-                    None => {
-                        epoch += 1;
-                        batches = loader.epoch(epoch);
+        let StepOutput {
+            loss: total,
+            parts,
+            grad_norm: norm,
+        } = train_step(
+            &p.work,
+            &p.net,
+            &mut p.optimizer,
+            &params,
+            StepConfig {
+                seed: r.seed,
+                step,
+                lr,
+                clip: r.optim.clip,
+                accum,
+            },
+            || {
+                let batch = loop {
+                    match batches.next() {
+                        Some(b) => break b?,
+                        None => {
+                            epoch += 1;
+                            batches = loader.epoch(epoch);
+                        }
                     }
+                };
+                let batch = collator.collate(batch)?;
+                if logged_inputs.is_none() {
+                    crate::logging::inputs(sink, &batch, step)?;
+                    logged_inputs = Some(step);
                 }
-            };
-            let batch = collator.collate(batch)?;
-            if step == start && logged_inputs.is_none() {
-                crate::logging::inputs(sink, &batch, step)?;
-                logged_inputs = Some(step);
-            }
-            let (loss, named) = work_loss(&p.work, &p.net, &batch, r.seed, step, true)?;
-            let loss = loss / accum as f64;
-            let value = loss.double_value(&[]);
-            if !value.is_finite() {
-                return Err(TrainError::NotFinite {
-                    what: "training loss".into(),
-                    step,
-                    value,
-                });
-            }
-            total += value;
-            for (k, v) in named {
-                *parts.entry(k).or_default() += v / accum as f64;
-            }
-            let g = Tensor::f_run_backward(&[loss], &params, false, false)?;
-            grads = Some(match grads {
-                None => g,
-                // A parameter the loss does not reach has an undefined gradient (the vision
-                // experts of a text task): it stays undefined unless another micro-batch
-                // reaches it.
-                Some(acc) => acc
-                    .iter()
-                    .zip(&g)
-                    .map(|(a, b)| match (a.defined(), b.defined()) {
-                        (true, true) => a + b,
-                        (true, false) => a.shallow_clone(),
-                        _ => b.shallow_clone(),
-                    })
-                    .collect(),
-            });
-        }
-        let grads = grads.unwrap_or_default();
-        let norm = if r.optim.clip > 0.0 {
-            p.optimizer.step_clipped(&grads, r.optim.clip)?
-        } else {
-            p.optimizer.step(&grads)?;
-            f64::NAN
-        };
+                Ok(batch)
+            },
+        )?;
         let done = step + 1;
         bar.inc(1);
         if done % r.log_every == 0 || done == r.steps {
@@ -569,8 +545,105 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
     })
 }
 
+/// What one optimiser step of [`train_step`] is run with.
+#[derive(Debug, Clone, Copy)]
+pub struct StepConfig {
+    /// The run's seed and the step's index (from 0): libtorch's generator is reseeded from
+    /// both, and the objectives draw their masks and negatives from them.
+    pub seed: u64,
+    pub step: u64,
+    /// The base learning rate of this step.
+    pub lr: f64,
+    /// Global gradient-norm clipping (0: none).
+    pub clip: f64,
+    /// Micro-batches whose gradients are summed.
+    pub accum: u64,
+}
+
+/// What one optimiser step reports.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// The step's loss (the mean over its micro-batches).
+    pub loss: f64,
+    /// Each objective's unweighted loss (pre-training), averaged over the micro-batches.
+    pub parts: BTreeMap<&'static str, f64>,
+    /// The gradient norm before clipping (NaN without clipping).
+    pub grad_norm: f64,
+}
+
+/// One optimiser step, the body of [`train`]'s loop: for each of `cfg.accum` micro-batches
+/// from `next_batch`, the loss ([`work_loss`]) and its gradients with respect to `params`
+/// (the optimiser's parameters, in its order), summed; then one AdamW update at `cfg.lr`,
+/// clipped to the global norm `cfg.clip`. A non-finite loss is an error before any update.
+pub fn train_step(
+    work: &Work,
+    net: &Net,
+    optimizer: &mut AdamW,
+    params: &[Tensor],
+    cfg: StepConfig,
+    mut next_batch: impl FnMut() -> Result<ModelBatch>,
+) -> Result<StepOutput> {
+    let StepConfig {
+        seed,
+        step,
+        lr,
+        clip,
+        accum,
+    } = cfg;
+    tch::manual_seed(splitmix64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64);
+    optimizer.set_lr(lr);
+    let mut grads: Option<Vec<Tensor>> = None;
+    let mut parts: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut total = 0f64;
+    for _ in 0..accum {
+        let batch = next_batch()?;
+        let (loss, named) = work_loss(work, net, &batch, seed, step, true)?;
+        let loss = loss / accum as f64;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(TrainError::NotFinite {
+                what: "training loss".into(),
+                step,
+                value,
+            });
+        }
+        total += value;
+        for (k, v) in named {
+            *parts.entry(k).or_default() += v / accum as f64;
+        }
+        let g = Tensor::f_run_backward(&[loss], params, false, false)?;
+        grads = Some(match grads {
+            None => g,
+            // A parameter the loss does not reach has an undefined gradient (the vision
+            // experts of a text task): it stays undefined unless another micro-batch
+            // reaches it.
+            Some(acc) => acc
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| match (a.defined(), b.defined()) {
+                    (true, true) => a + b,
+                    (true, false) => a.shallow_clone(),
+                    _ => b.shallow_clone(),
+                })
+                .collect(),
+        });
+    }
+    let grads = grads.unwrap_or_default();
+    let grad_norm = if clip > 0.0 {
+        optimizer.step_clipped(&grads, clip)?
+    } else {
+        optimizer.step(&grads)?;
+        f64::NAN
+    };
+    Ok(StepOutput {
+        loss: total,
+        parts,
+        grad_norm,
+    })
+}
+
 /// The image transform and collator of a prepared run.
-fn data_setup(p: &Prepared, augment: bool) -> (ImageTransform, Collator) {
+pub fn data_setup(p: &Prepared, augment: bool) -> (ImageTransform, Collator) {
     let side = p.net.config().image_size as u32;
     let transform = ImageTransform {
         size: side,

@@ -482,3 +482,95 @@ mod zeroshot {
         assert_eq!(a["heldout_itc"], b["heldout_itc"]);
     }
 }
+
+/// Max |a − b|.
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    value(&(a - b).abs().max().to_kind(Kind::Double))
+}
+
+#[test]
+fn sharing_the_lower_layers_keeps_the_losses_and_gradients() {
+    // Without dropout the step's passes share the layers below the VL split (StepCache); the
+    // losses and gradients must be those of encoding every pass from its inputs.
+    let (net, objs) = net_with(&["itc", "mlm"]);
+    let b = batch(4);
+    let cache = StepCache::new(5, 9, true);
+    assert!(cache.shares_lower(&net));
+    let shared = objs
+        .iter()
+        .map(|o| o.loss(&net, &b, &cache).unwrap())
+        .fold(Tensor::from(0f32), |a, l| a + l);
+    let enc = &net.encoder;
+    let (px, text) = (b.image().unwrap(), b.text().unwrap());
+    let image = enc.encode_image(px, true).unwrap().select(1, 0);
+    let text_cls = enc.encode_text(&text.batch(), true).unwrap().select(1, 0);
+    let (ids, labels) = cache.masked_text(&net, &b).unwrap();
+    let masked = mmerge_models::TextBatch {
+        ids,
+        mask: &text.mask,
+    };
+    let (h, _) = enc.encode_image_text(px, &masked, 1, true).unwrap();
+    let t = ids.size()[1];
+    let alone = net.itc().unwrap().loss(&text_cls, &image)
+        + net.mlm().unwrap().loss(&h.narrow(1, 0, t), labels);
+    assert!((value(&shared) - value(&alone)).abs() < 1e-5);
+    let params: Vec<(String, Tensor)> = net.named_parameters();
+    let vars: Vec<Tensor> = params.iter().map(|(_, v)| v.shallow_clone()).collect();
+    let g1 = Tensor::f_run_backward(&[shared], &vars, false, false).unwrap();
+    let g2 = Tensor::f_run_backward(&[alone], &vars, false, false).unwrap();
+    for ((name, _), (a, b)) in params.iter().zip(g1.iter().zip(&g2)) {
+        assert_eq!(a.defined(), b.defined(), "{name}");
+        if a.defined() {
+            assert!(max_diff(a, b) < 1e-5, "{name}: {}", max_diff(a, b));
+        }
+    }
+    // ITM's pairs: fused from the lower layers, indexed, as from the indexed inputs.
+    let pick = Tensor::from_slice(&[0i64, 1, 2, 3, 2, 0, 3, 1]);
+    let lower_i = enc.image_lower(px, 1, true).unwrap().index_select(0, &pick);
+    let lower_t = enc
+        .text_lower(&text.batch(), true)
+        .unwrap()
+        .index_select(0, &pick);
+    let mask = text.mask.index_select(0, &pick);
+    let (fused, m1) = enc.fuse(lower_t, lower_i, &mask, true).unwrap();
+    let ids = text.ids.index_select(0, &pick);
+    let (direct, m2) = enc
+        .encode_image_text(
+            &px.index_select(0, &pick),
+            &mmerge_models::TextBatch {
+                ids: &ids,
+                mask: &mask,
+            },
+            1,
+            true,
+        )
+        .unwrap();
+    assert!(max_diff(&fused, &direct) < 1e-5);
+    assert_eq!(m1, m2);
+    // Only the first tokens' outputs in the last layer: the same rows.
+    let lower_i = enc.image_lower(px, 1, true).unwrap();
+    let lower_t = enc.text_lower(&text.batch(), true).unwrap();
+    let (full, _) = enc
+        .fuse(
+            lower_t.shallow_clone(),
+            lower_i.shallow_clone(),
+            &text.mask,
+            true,
+        )
+        .unwrap();
+    for keep in [1, 5, full.size()[1]] {
+        let first = enc
+            .fuse_first(
+                lower_t.shallow_clone(),
+                lower_i.shallow_clone(),
+                &text.mask,
+                keep,
+                true,
+            )
+            .unwrap();
+        assert!(
+            max_diff(&first, &full.narrow(1, 0, keep)) < 1e-5,
+            "keep {keep}"
+        );
+    }
+}

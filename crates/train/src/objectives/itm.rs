@@ -20,7 +20,7 @@
 
 use mmerge_data::formats::captions::caption_key;
 use mmerge_models::heads::Classifier;
-use mmerge_models::itm::{itm_logits, itm_loss, mine_hard_negatives};
+use mmerge_models::itm::{itm_logits, itm_loss, itm_pairs, mine_hard_negatives};
 use tch::Tensor;
 
 use super::{Objective, ObjectiveDef, StepCache};
@@ -89,15 +89,31 @@ impl Objective for Itm {
         let positive = positives(&batch.texts, &batch.groups)?;
         let (text_for_image, image_for_text) =
             mine_hard_negatives(&sim, &positive, cache.seed, cache.step)?;
-        let logits = itm_logits(
-            &net.encoder,
-            &self.head,
-            batch.image()?,
-            &batch.text()?.batch(),
-            &text_for_image,
-            &image_for_text,
-            cache.train,
-        )?;
+        let logits = if cache.shares_lower(net) {
+            // The 3B pairs of `itm_pairs`, fused from the lower layers of the batch's images
+            // and texts (StepCache::image_lower, text_lower) instead of encoding each pair's
+            // image and text again: the same values as `itm_logits`.
+            let (images, texts) = itm_pairs(&text_for_image, &image_for_text);
+            let text = batch.text()?;
+            let dev = text.ids.device();
+            let images = Tensor::from_slice(&images).to_device(dev);
+            let texts = Tensor::from_slice(&texts).to_device(dev);
+            let i = cache.image_lower(net, batch)?.index_select(0, &images);
+            let t = cache.text_lower(net, batch)?.index_select(0, &texts);
+            let mask = text.mask.index_select(0, &texts);
+            let h = net.encoder.fuse_first(t, i, &mask, 1, cache.train)?;
+            self.head.forward(&h.select(1, 0))
+        } else {
+            itm_logits(
+                &net.encoder,
+                &self.head,
+                batch.image()?,
+                &batch.text()?.batch(),
+                &text_for_image,
+                &image_for_text,
+                cache.train,
+            )?
+        };
         Ok(itm_loss(&logits)?)
     }
 }

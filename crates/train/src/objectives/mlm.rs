@@ -57,17 +57,24 @@ impl Objective for Mlm {
     fn loss(&self, net: &Net, batch: &ModelBatch, cache: &StepCache) -> Result<Tensor> {
         let (ids, labels) = cache.masked_text(net, batch)?;
         let text = batch.text()?;
-        let (h, _) = net.encoder.encode_image_text(
-            batch.image()?,
-            &TextBatch {
-                ids,
-                mask: &text.mask,
-            },
-            1,
-            cache.train,
-        )?;
+        let masked = TextBatch {
+            ids,
+            mask: &text.mask,
+        };
         let t = ids.size()[1];
-        mlm_loss(net, &h.narrow(1, 0, t), labels)
+        let h = if cache.shares_lower(net) {
+            // The image's lower layers are the image-only pass's (StepCache::image_lower);
+            // only the text positions are read, so the last layer computes only theirs.
+            let tl = net.encoder.text_lower(&masked, cache.train)?;
+            let i = cache.image_lower(net, batch)?.shallow_clone();
+            net.encoder.fuse_first(tl, i, &text.mask, t, cache.train)?
+        } else {
+            let (h, _) = net
+                .encoder
+                .encode_image_text(batch.image()?, &masked, 1, cache.train)?;
+            h.narrow(1, 0, t)
+        };
+        mlm_loss(net, &h, labels)
     }
 }
 

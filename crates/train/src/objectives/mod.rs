@@ -4,7 +4,12 @@
 //! its captions per epoch). Every objective computes its loss on the same batch; the step's
 //! loss is Σ_k w_k L_k. Encodings that several objectives use (the image-only and text-only
 //! passes, the ITC similarities that ITM mines its negatives from) are computed once per step
-//! in a [`StepCache`], as is the masked text that both MLM objectives read. Adding an
+//! in a [`StepCache`], as is the masked text that both MLM objectives read. Without dropout
+//! (and always in evaluation) the layers below the VL split are shared too: the batch's images
+//! and texts go through the vision and text experts of those layers once, and the image-only
+//! and text-only passes, ITM's 3B fused pairs and MLM's fused pass continue from there (the
+//! same function as encoding each pass from its inputs, a third less encoder work on the
+//! `small` preset's ITC + ITM + MLM step). Adding an
 //! objective is one module and one line in [`OBJECTIVES`]; `tests/objectives.rs` fails for an
 //! entry without a module doc stating its formula, its paper (arXiv id) and its deviations.
 //!
@@ -92,6 +97,8 @@ pub struct StepCache {
     pub mim_ratio: f64,
     image: OnceCell<Tensor>,
     text: OnceCell<Tensor>,
+    image_lower: OnceCell<Tensor>,
+    text_lower: OnceCell<Tensor>,
     masked_text: OnceCell<(Tensor, Tensor)>,
 }
 
@@ -105,6 +112,8 @@ impl StepCache {
             mim_ratio: DEFAULT_MIM_RATIO,
             image: OnceCell::new(),
             text: OnceCell::new(),
+            image_lower: OnceCell::new(),
+            text_lower: OnceCell::new(),
             masked_text: OnceCell::new(),
         }
     }
@@ -133,12 +142,49 @@ impl StepCache {
         Ok(self.masked_text.get_or_init(|| t))
     }
 
+    /// Whether the passes of this step share the layers below the VL split (see
+    /// [`StepCache::image_lower`]): always in evaluation, in training when the model has no
+    /// dropout (with dropout, each pass draws its own masks, so sharing would change the
+    /// step).
+    pub fn shares_lower(&self, net: &Net) -> bool {
+        let c = net.config();
+        !self.train || (c.hidden_dropout_prob == 0.0 && c.attention_probs_dropout_prob == 0.0)
+    }
+
+    /// The layers below the VL split of the image-only pass, [B, 1+N, D] (vision experts,
+    /// token type 1): computed once per step and shared by the image-only pass and every
+    /// fused pass of the batch's images (ITM's pairs, MLM), when
+    /// [`StepCache::shares_lower`]. The same values as each pass computing them itself
+    /// (`MultiwayTransformer::image_lower`), and the same gradients (summed over the passes).
+    pub fn image_lower(&self, net: &Net, batch: &ModelBatch) -> Result<&Tensor> {
+        if let Some(t) = self.image_lower.get() {
+            return Ok(t);
+        }
+        let t = net.encoder.image_lower(batch.image()?, 1, self.train)?;
+        Ok(self.image_lower.get_or_init(|| t))
+    }
+
+    /// The layers below the VL split of the text-only pass of the unmasked text, [B, T, D]
+    /// (text experts), shared as [`StepCache::image_lower`] (ITM's fused pairs).
+    pub fn text_lower(&self, net: &Net, batch: &ModelBatch) -> Result<&Tensor> {
+        if let Some(t) = self.text_lower.get() {
+            return Ok(t);
+        }
+        let t = net.encoder.text_lower(&batch.text()?.batch(), self.train)?;
+        Ok(self.text_lower.get_or_init(|| t))
+    }
+
     /// The image-only encoding [B, 1+N, D] (vision experts).
     pub fn image(&self, net: &Net, batch: &ModelBatch) -> Result<&Tensor> {
         if let Some(t) = self.image.get() {
             return Ok(t);
         }
-        let t = net.encoder.encode_image(batch.image()?, self.train)?;
+        let t = if self.shares_lower(net) {
+            let lower = self.image_lower(net, batch)?.shallow_clone();
+            net.encoder.image_upper(lower, self.train)
+        } else {
+            net.encoder.encode_image(batch.image()?, self.train)?
+        };
         Ok(self.image.get_or_init(|| t))
     }
 
@@ -147,9 +193,14 @@ impl StepCache {
         if let Some(t) = self.text.get() {
             return Ok(t);
         }
-        let t = net
-            .encoder
-            .encode_text(&batch.text()?.batch(), self.train)?;
+        let t = if self.shares_lower(net) {
+            let lower = self.text_lower(net, batch)?.shallow_clone();
+            net.encoder
+                .text_upper(lower, &batch.text()?.mask, self.train)
+        } else {
+            net.encoder
+                .encode_text(&batch.text()?.batch(), self.train)?
+        };
         Ok(self.text.get_or_init(|| t))
     }
 }

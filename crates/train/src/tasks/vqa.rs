@@ -64,9 +64,12 @@ fn build(net: &mut Net, data: &TaskData<'_>) -> Result<Box<dyn Task>> {
 
 impl Vqa {
     fn logits(&self, net: &Net, batch: &ModelBatch, train: bool) -> Result<Tensor> {
-        let (h, _) =
-            net.encoder
-                .encode_image_text(batch.image()?, &batch.text()?.batch(), 1, train)?;
+        // Only the first token is read: the last layer computes only its output.
+        let text = batch.text()?;
+        let enc = &net.encoder;
+        let t = enc.text_lower(&text.batch(), train)?;
+        let i = enc.image_lower(batch.image()?, 1, train)?;
+        let h = enc.fuse_first(t, i, &text.mask, 1, train)?;
         Ok(self.head.forward(&h.select(1, 0)))
     }
 }
