@@ -69,6 +69,22 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 1)]
         min_frequency: u64,
     },
+    /// Build a VQA task's answer vocabulary (its answers.json) from a split's annotations:
+    /// official VQA v2 downloads come without one, and training needs it.
+    Answers {
+        suite: PathBuf,
+        /// The VQA task (its name in suite.json).
+        #[arg(long)]
+        task: String,
+        /// The split whose annotations count (e.g. train2014).
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Keep answers given at least this often (9 gives VQA v2's usual 3,129).
+        #[arg(long, default_value_t = 9)]
+        min_count: usize,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
@@ -146,6 +162,24 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(|| suite.join("tokenizer.json"));
             let tok = write_suite_tokenizer(&suite, &out, vocab_size, min_frequency)?;
             println!("{}: {} tokens", out.display(), tok.vocab_size());
+        }
+        DataCommand::Answers {
+            suite,
+            task,
+            split,
+            min_count,
+            force,
+        } => {
+            let (out, vocab) =
+                mmerge_data::check::write_answer_vocab(&suite, &task, &split, min_count, force)
+                    .map_err(|e| match e {
+                        mmerge_data::DataError::OutputExists { path } => anyhow::anyhow!(
+                            "{} exists (pass --force to replace it)",
+                            path.display()
+                        ),
+                        e => e.into(),
+                    })?;
+            println!("{}: {} answers", out.display(), vocab.answers().len());
         }
     }
     Ok(())

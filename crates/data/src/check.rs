@@ -32,7 +32,7 @@ pub struct SplitSummary {
 pub fn check_suite(root: &Path, decode: bool, progress: bool) -> Result<Vec<SplitSummary>> {
     let suite = Suite::open(root)?;
     let splits: usize = suite.tasks().map(|t| t.entry().counts.len()).sum();
-    let pb = crate::out::progress_bar(splits as u64, progress);
+    let pb = mmerge_sink::progress_bar("check", splits as u64, progress);
     let mut out = vec![];
     for task in suite.tasks() {
         if task.kind() == TaskKind::Retrieval && task.layout() == Layout::Suite {
@@ -176,4 +176,38 @@ pub fn write_suite_tokenizer(
     }
     tok.save(out)?;
     Ok(tok)
+}
+
+/// Builds a VQA task's answer vocabulary from the annotations of `split` (the normalised
+/// `multiple_choice_answer`s given at least `min_count` times; VQA v2's usual 3,129 answers
+/// are those given at least 9 times in train2014) and writes it as the task's `answers.json`.
+/// Refuses to replace an existing one unless `force`.
+pub fn write_answer_vocab(
+    root: &Path,
+    task: &str,
+    split: &str,
+    min_count: usize,
+    force: bool,
+) -> Result<(std::path::PathBuf, crate::formats::vqa::AnswerVocab)> {
+    let suite = Suite::open(root)?;
+    let t = suite.task(task)?;
+    let SplitFiles::Vqa { source, .. } = t.files(split)? else {
+        return Err(DataError::Shape {
+            what: "answer vocabulary",
+            reason: format!("task `{task}` is {}, not VQA", t.kind().name()),
+        });
+    };
+    let Some(annotations) = source.annotations else {
+        return Err(DataError::Shape {
+            what: "answer vocabulary",
+            reason: format!("split `{split}` of task `{task}` has no annotations"),
+        });
+    };
+    let out = t.root().join(crate::layout::ANSWERS);
+    if out.exists() && !force {
+        return Err(DataError::OutputExists { path: out });
+    }
+    let vocab = crate::formats::vqa::AnswerVocab::build(&annotations, min_count)?;
+    vocab.save(&out)?;
+    Ok((out, vocab))
 }

@@ -156,17 +156,3 @@ pub fn write_vqa_split(
     suite.write_styled(&in_task(task, &vqa_questions(split)), &questions, style)?;
     suite.write_styled(&in_task(task, &vqa_annotations(split)), &annotations, style)
 }
-
-/// A progress bar of `len` steps labelled by its message, or a hidden one when `show` is false.
-pub fn progress_bar(len: u64, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{msg:>14} [{bar:40}] {pos}/{len} ({eta})")
-    {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb
-}

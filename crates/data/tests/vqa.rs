@@ -237,7 +237,7 @@ fn vqa_suite_layout() {
 }
 
 #[test]
-fn vqa_unknown_answer_is_an_error_or_skipped() {
+fn vqa_unknown_answer_is_an_error_or_skipped_or_kept() {
     let vocab = AnswerVocab::build(
         &fx().join("vqa/coco/v2_mscoco_train2014_annotations.json"),
         1,
@@ -268,6 +268,25 @@ fn vqa_unknown_answer_is_an_error_or_skipped() {
     // Targets under the training vocabulary [yes, 2, black, frisbee].
     assert_eq!(got.examples[0].targets, vec![(1, 1.0)]);
     assert_eq!(got.examples[1].targets, vec![(3, 1.0)]);
+    // Kept: every question, targets from the in-vocabulary human answers only, human
+    // answers intact for the official score.
+    let keep = ReadOptions {
+        keep_unknown_answers: true,
+        ..SKIP_UNKNOWN
+    };
+    let got = src.read(Some(&vocab), keep).unwrap();
+    let ids: Vec<u64> = got.examples.iter().map(|e| e.question_id).collect();
+    assert_eq!(ids, [42000, 42001, 73000]);
+    assert!(got.skipped.is_empty());
+    let kept = &got.examples[2];
+    assert!(kept.answers.iter().any(|a| a == "black and white"));
+    assert!(
+        kept.targets.iter().all(|&(i, _)| vocab
+            .answer(i)
+            .is_some_and(|a| kept.answers.iter().any(|h| h == a))),
+        "{:?}",
+        kept.targets
+    );
     // Without a vocabulary: no check and no targets.
     let got = src.read(None, ReadOptions::STRICT).unwrap();
     assert_eq!(got.examples.len(), 3);

@@ -127,6 +127,23 @@ struct Inner {
     pending: Option<SinkError>,
 }
 
+/// A progress bar in the project's one style (name, bar, position / total, rate, ETA) of
+/// `total` steps, hidden unless `show` and stderr is a terminal. [`Sink::progress`] makes its
+/// bars with it; commands without a run folder (suite generation and checks) call it directly.
+pub fn progress_bar(name: &str, total: u64, show: bool) -> ProgressBar {
+    let bar = if !show || !std::io::stderr().is_terminal() {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+    } else {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(PROGRESS_TEMPLATE) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    };
+    bar.set_message(name.to_string());
+    bar
+}
+
 impl Sink {
     /// A sink as `cfg` says. With a `dir`: creates it, opens `<dir>/log.txt` for appending
     /// and, with `tensorboard`, a new event file in `<dir>/tb/`.
@@ -215,16 +232,7 @@ impl Sink {
     /// hidden when the sink is quiet or stderr is not a terminal. Until it is finished or
     /// dropped, [`Sink::info`] prints through it.
     pub fn progress(&self, name: &str, total: u64) -> ProgressBar {
-        let bar = if self.quiet || !std::io::stderr().is_terminal() {
-            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
-        } else {
-            let bar = ProgressBar::new(total);
-            if let Ok(style) = ProgressStyle::with_template(PROGRESS_TEMPLATE) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar
-        };
-        bar.set_message(name.to_string());
+        let bar = progress_bar(name, total, !self.quiet);
         self.lock().bar = Some(bar.downgrade());
         bar
     }

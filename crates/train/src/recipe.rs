@@ -115,6 +115,9 @@ pub struct Pretrain {
     /// Share of image patches masked for MIM.
     #[serde(default = "default_mim")]
     pub mim_ratio: f64,
+    /// The split trained on (official downloads name theirs, e.g. `train2014`).
+    #[serde(default = "default_train_split")]
+    pub train_split: String,
 }
 
 /// Fine-tuning on one suite task.
@@ -122,6 +125,9 @@ pub struct Pretrain {
 #[serde(deny_unknown_fields)]
 pub struct Finetune {
     pub task: String,
+    /// The split trained on (official downloads name theirs, e.g. `train2014`).
+    #[serde(default = "default_train_split")]
+    pub train_split: String,
 }
 
 /// AdamW, the schedule and clipping.
@@ -184,6 +190,9 @@ pub struct EvalSpec {
     /// Also score the test split at the end.
     #[serde(default = "yes")]
     pub test: bool,
+    /// The test split's name (e.g. `test2015`, `dev`).
+    #[serde(default = "default_test_split")]
+    pub test_split: String,
     #[serde(default = "default_eval_batch")]
     pub batch_size: usize,
 }
@@ -210,6 +219,7 @@ impl Default for EvalSpec {
             every: 0,
             split: default_split(),
             test: true,
+            test_split: default_test_split(),
             batch_size: default_eval_batch(),
         }
     }
@@ -265,6 +275,12 @@ fn default_eps() -> f64 {
 }
 fn default_split() -> String {
     "val".into()
+}
+fn default_train_split() -> String {
+    "train".into()
+}
+fn default_test_split() -> String {
+    "test".into()
 }
 fn default_eval_batch() -> usize {
     256

@@ -25,6 +25,7 @@ use std::time::Instant;
 use mmerge_core::hash::{fnv1a, splitmix64};
 use mmerge_data::batch::{Loader, LoaderConfig};
 use mmerge_data::check::train_texts;
+use mmerge_data::formats::ReadOptions;
 use mmerge_data::suite::{Examples, Split, Suite, TaskKind};
 use mmerge_data::tokenize::Tokenizer;
 use mmerge_data::transform::{Augment, ImageTransform, Normalize};
@@ -141,12 +142,24 @@ pub fn prepare(recipe: &Recipe) -> Result<Prepared> {
                 ),
             });
         }
-        Ok(task.split(name)?)
+        // VQA: a question whose most common answer is outside the vocabulary stays (targets
+        // from its in-vocabulary answers; scored against all its human answers), as training
+        // on and officially scoring VQA v2 need.
+        let opts = ReadOptions {
+            keep_unknown_answers: true,
+            ..ReadOptions::STRICT
+        };
+        Ok(task.split_with(name, opts)?.examples)
     };
-    let train = split(Split::Train.name())?;
-    let mut eval = vec![(recipe.eval.split.clone(), split(&recipe.eval.split)?)];
-    if recipe.eval.test && recipe.eval.split != "test" {
-        eval.push(("test".to_string(), split(Split::Test.name())?));
+    let train = split(match (&recipe.pretrain, &recipe.finetune) {
+        (Some(p), _) => &p.train_split,
+        (None, Some(f)) => &f.train_split,
+        (None, None) => Split::Train.name(),
+    })?;
+    let e = &recipe.eval;
+    let mut eval = vec![(e.split.clone(), split(&e.split)?)];
+    if e.test && e.split != e.test_split {
+        eval.push((e.test_split.clone(), split(&e.test_split)?));
     }
     let tokenizer = tokenizer(recipe, &config)?;
     let mut net = Net::new(&config, recipe.seed, device)?;

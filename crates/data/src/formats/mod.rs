@@ -50,6 +50,11 @@ pub struct ReadOptions {
     /// Drop records whose answer (VQA `multiple_choice_answer`) or label is not in the
     /// vocabulary given to the reader, and list them in [`Loaded::skipped`].
     pub skip_unknown: bool,
+    /// Keep a VQA question whose `multiple_choice_answer` is not in the vocabulary (its soft
+    /// targets are those of its human answers that are; possibly none): what training on, and
+    /// the official scoring of, a real VQA v2 split need. Takes precedence over
+    /// `skip_unknown` for answers.
+    pub keep_unknown_answers: bool,
 }
 
 impl ReadOptions {
@@ -57,11 +62,13 @@ impl ReadOptions {
     pub const STRICT: Self = Self {
         skip_bad: false,
         skip_unknown: false,
+        keep_unknown_answers: false,
     };
     /// Skip (and list) bad records, but fail on unknown answers.
     pub const SKIP_BAD: Self = Self {
         skip_bad: true,
         skip_unknown: false,
+        keep_unknown_answers: false,
     };
 }
 

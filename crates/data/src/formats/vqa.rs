@@ -128,7 +128,8 @@ impl VqaSource {
     /// Reads, validates and joins the split. With annotations, each question gets its
     /// normalised human answers and, when `vocab` is given, its soft-score targets; a
     /// `multiple_choice_answer` outside `vocab` is [`DataError::UnknownAnswer`] (or skipped
-    /// with [`ReadOptions::skip_unknown`]). Without `vocab`, no targets and no check.
+    /// with [`ReadOptions::skip_unknown`], or kept with [`ReadOptions::keep_unknown_answers`]).
+    /// Without `vocab`, no targets and no check.
     ///
     /// Errors: a duplicate question id in either file, or (unless skipped) a question without
     /// an annotation or an annotation without a question or with another image id, are
@@ -199,6 +200,7 @@ impl VqaSource {
                 &pattern,
                 &qf.data_subtype,
                 vocab,
+                opts.keep_unknown_answers,
                 &mut image_exists,
             );
             if let Some(ex) = skipper.check(r)? {
@@ -239,6 +241,7 @@ impl VqaSource {
         pattern: &ImagePattern,
         subtype: &str,
         vocab: Option<&AnswerVocab>,
+        keep_unknown: bool,
         image_exists: &mut HashMap<u64, bool>,
     ) -> Result<VqaExample> {
         let qpath = &self.questions;
@@ -300,7 +303,7 @@ impl VqaSource {
                 .map(|h| normalize_answer(&h.answer))
                 .collect();
             if let Some(vocab) = vocab {
-                if vocab.get(&mc).is_none() {
+                if vocab.get(&mc).is_none() && !keep_unknown {
                     return Err(DataError::UnknownAnswer {
                         path: apath.to_path_buf(),
                         record: record.to_string(),

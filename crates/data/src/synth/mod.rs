@@ -251,7 +251,7 @@ pub fn generate(cfg: &SynthConfig, out: &Path, force: bool, progress: bool) -> R
             if *t == "nlvr2" { n / 2 } else { n }
         })
         .sum();
-    let pb = crate::out::progress_bar(items as u64, progress);
+    let pb = mmerge_sink::progress_bar("", items as u64, progress);
     let ctx = Ctx::new(cfg, &suite, pb);
     let mut tasks = Vec::new();
     ctx.pb.set_message("vqa");

@@ -29,6 +29,7 @@ pub fn err<T: std::fmt::Debug>(r: mmerge_data::Result<T>) -> DataError {
 pub const SKIP_UNKNOWN: ReadOptions = ReadOptions {
     skip_bad: false,
     skip_unknown: true,
+    keep_unknown_answers: false,
 };
 
 /// A split of the Karpathy COCO fixture.
