@@ -499,6 +499,25 @@ impl MultiwayTransformer {
         ))
     }
 
+    /// The key mask [B, T + 1 + N] (i64, 1 = real token) of `[text; image]`, after checking
+    /// that text [B, T, D], its mask [B, T] and image [B, 1 + N, D] fit together.
+    fn fused_mask(text: &Tensor, image: &Tensor, text_mask: &Tensor) -> Result<Tensor> {
+        let (ts, is) = (text.size(), image.size());
+        if ts.len() != 3 || is.len() != 3 || ts[0] != is[0] || text_mask.size() != ts[..2] {
+            return Err(ModelError::Input(format!(
+                "fuse: text {ts:?} (mask {:?}) and image {is:?} do not fit",
+                text_mask.size()
+            )));
+        }
+        Ok(Tensor::cat(
+            &[
+                text_mask.to_kind(Kind::Int64),
+                Tensor::ones([is[0], is[1]], (Kind::Int64, image.device())),
+            ],
+            1,
+        ))
+    }
+
     /// The VL layers on `[text; image]` of the lower layers' outputs ([`Self::text_lower`]
     /// [B, T, D] with its padding mask `text_mask` [B, T], [`Self::image_lower`] [B, 1 + N, D])
     /// and the final norm: as [`Self::encode_image_text`].
@@ -509,21 +528,7 @@ impl MultiwayTransformer {
         text_mask: &Tensor,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let (ts, is) = (text.size(), image.size());
-        if ts.len() != 3 || is.len() != 3 || ts[0] != is[0] || text_mask.size() != ts[..2] {
-            return Err(ModelError::Input(format!(
-                "fuse: text {ts:?} (mask {:?}) and image {is:?} do not fit",
-                text_mask.size()
-            )));
-        }
-        let (b, n_img) = (is[0], is[1]);
-        let mask = Tensor::cat(
-            &[
-                text_mask.to_kind(Kind::Int64),
-                Tensor::ones([b, n_img], (Kind::Int64, image.device())),
-            ],
-            1,
-        );
+        let mask = Self::fused_mask(&text, &image, text_mask)?;
         let x = Tensor::cat(&[text, image], 1);
         let km = Self::key_mask(&mask);
         let x = self.run(
@@ -562,21 +567,7 @@ impl MultiwayTransformer {
             let (h, _) = self.fuse(text, image, text_mask, train)?;
             return Ok(h.narrow(1, 0, keep));
         }
-        let (ts, is) = (text.size(), image.size());
-        if ts.len() != 3 || is.len() != 3 || ts[0] != is[0] || text_mask.size() != ts[..2] {
-            return Err(ModelError::Input(format!(
-                "fuse: text {ts:?} (mask {:?}) and image {is:?} do not fit",
-                text_mask.size()
-            )));
-        }
-        let (b, n_img) = (is[0], is[1]);
-        let mask = Tensor::cat(
-            &[
-                text_mask.to_kind(Kind::Int64),
-                Tensor::ones([b, n_img], (Kind::Int64, image.device())),
-            ],
-            1,
-        );
+        let mask = Self::fused_mask(&text, &image, text_mask)?;
         let km = Self::key_mask(&mask);
         let last = self.layers.len() - 1;
         let x = self.run(

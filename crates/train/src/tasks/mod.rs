@@ -25,7 +25,8 @@ pub mod segmentation;
 pub mod text_cls;
 pub mod vqa;
 
-/// Named scores of one evaluation (e.g. `vqa_score`, `tr_r1`), higher is better.
+/// Named scores of one evaluation (e.g. `vqa_score`, `tr_r1`: higher is better; the zero-shot
+/// `heldout_*` losses: lower is better).
 pub type Scores = BTreeMap<String, f64>;
 
 /// What the model reads.
