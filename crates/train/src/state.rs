@@ -62,10 +62,19 @@ pub fn save(run: &Path, net: &Net, opt: &AdamW, meta: Meta) -> Result<PathBuf> {
     mmerge_models::io::write_folder(&out, &tensors, &[(META, json.as_slice())], true)?;
     for old in states(run)? {
         if old != out {
-            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+            remove_state(&old)?;
         }
     }
     Ok(out)
+}
+
+/// Removes a state folder so that a kill at any moment leaves it whole or gone from the
+/// states: it is first renamed to its temporary sibling (which [`remove_leftovers`] clears at
+/// the next start), then deleted.
+pub fn remove_state(dir: &Path) -> Result<()> {
+    let aside = mmerge_core::atomic::temp_sibling(dir);
+    std::fs::rename(dir, &aside).map_err(|e| TrainError::io(dir, e))?;
+    std::fs::remove_dir_all(&aside).map_err(|e| TrainError::io(&aside, e))
 }
 
 /// Removes what killed runs left in `run`: the temporary siblings of `core::atomic` (their

@@ -386,7 +386,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         }
         // Starting afresh: a later --resume must not find the old run's states.
         for old in state::states(run)? {
-            std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+            state::remove_state(&old)?;
         }
     }
     // What a killed run may have left half-written (temporary siblings only: states and
@@ -534,7 +534,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         true,
     )?;
     for old in state::states(run)? {
-        std::fs::remove_dir_all(&old).map_err(|e| TrainError::io(&old, e))?;
+        state::remove_state(&old)?;
     }
     let mut scores = BTreeMap::new();
     for (split, examples) in &p.eval {
