@@ -88,7 +88,11 @@ impl Fit {
             return None;
         }
         let slope = sxy / sxx;
-        let r = (syy > 0.0).then(|| (sxy / (sxx.sqrt() * syy.sqrt())).clamp(-1.0, 1.0));
+        // r from the statistics module (the one Pearson); none for a constant y.
+        let (xs, ys): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
+        let r = (syy > 0.0)
+            .then(|| crate::stats::pearson(&xs, &ys).ok())
+            .flatten();
         Some(Fit {
             slope,
             intercept: my - slope * mx,
