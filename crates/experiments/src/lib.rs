@@ -8,6 +8,8 @@
 //!
 //! It links no libtorch: stages reach the trainer through a trait the binary implements.
 
+pub mod config;
+pub mod plan;
 pub mod report;
 pub mod stats;
 pub mod store;

@@ -1,0 +1,439 @@
+//! Experiment files → plans: the quickstart, keys that change exactly downstream of an edit,
+//! sweeps, errors with lines and valid choices, and the dry run against a run store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use mmerge_experiments::config::{ConfigError, ExperimentFile, Known, SuiteSpec};
+use mmerge_experiments::plan::{Plan, StageKind};
+use mmerge_experiments::store::{RunStore, StageKey, StageMeta};
+
+fn quickstart_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/quickstart.yaml")
+}
+
+fn quickstart_text() -> String {
+    std::fs::read_to_string(quickstart_path()).unwrap()
+}
+
+fn known() -> Known {
+    Known::new(
+        &[
+            "linear",
+            "task_arithmetic",
+            "ties",
+            "dare_linear",
+            "dare_ties",
+            "slerp",
+            "passthrough",
+        ],
+        &[
+            "l2",
+            "l2_normalized",
+            "cosine",
+            "sign",
+            "soft_sign",
+            "truncated_soft_sign",
+        ],
+        &[
+            "vqa",
+            "retrieval",
+            "nlvr2",
+            "image_cls",
+            "text_cls",
+            "segmentation",
+        ],
+        &["itc", "itm", "mlm", "text_mlm", "mim"],
+        &["tiny", "small", "medium", "base"],
+        &[
+            "shared",
+            "all_specific",
+            "custom_attn",
+            "custom_ffn",
+            "custom_ln",
+        ],
+    )
+}
+
+fn parse(text: &str) -> Result<ExperimentFile, ConfigError> {
+    let f = ExperimentFile::parse(text.to_string(), Path::new("exp.yaml"))?;
+    f.validate(&known())?;
+    Ok(f)
+}
+
+fn plan(text: &str) -> Plan {
+    Plan::build(&parse(text).unwrap(), "quick").unwrap()
+}
+
+/// `text` with `from` replaced by `to` exactly once.
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "{from:?} must occur once");
+    text.replacen(from, to, 1)
+}
+
+/// The 1-based line of the first line of `text` containing `needle`.
+fn line_with(text: &str, needle: &str) -> usize {
+    text.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+fn index_of(plan: &Plan, name: &str) -> usize {
+    plan.stages.iter().position(|s| s.name == name).unwrap()
+}
+
+/// Indices whose keys differ between two plans of the same shape.
+fn changed(a: &Plan, b: &Plan) -> Vec<usize> {
+    assert_eq!(a.stages.len(), b.stages.len());
+    (0..a.stages.len())
+        .filter(|&i| {
+            assert_eq!(a.stages[i].name, b.stages[i].name);
+            a.stages[i].key != b.stages[i].key
+        })
+        .collect()
+}
+
+fn mask_indices(mask: &[bool]) -> Vec<usize> {
+    (0..mask.len()).filter(|&i| mask[i]).collect()
+}
+
+#[test]
+fn quickstart_parses_and_plans() {
+    let f = ExperimentFile::load_valid(&quickstart_path(), &known()).unwrap();
+    let p = Plan::build(&f, "quick").unwrap();
+    let counts: Vec<(StageKind, usize)> = StageKind::ALL.iter().map(|&k| (k, p.count(k))).collect();
+    assert_eq!(
+        counts,
+        [
+            (StageKind::Suite, 1),
+            (StageKind::Seed, 1),
+            (StageKind::Experts, 1),
+            (StageKind::Baseline, 1),
+            // interpolation × 3 (α sweep) + modality arithmetic
+            (StageKind::Merge, 4),
+            (StageKind::Distance, 4),
+            // 6 models (experts, baseline, 4 merges) × 3 tasks
+            (StageKind::Finetune, 18),
+            (StageKind::Eval, 18),
+            // W0 and the 6 models
+            (StageKind::Zeroshot, 7),
+            (StageKind::Report, 1),
+        ]
+    );
+    assert_eq!(p.stages.len(), 56);
+    // Topological: every input comes before its reader; the report reads every leaf.
+    for (i, s) in p.stages.iter().enumerate() {
+        assert!(s.inputs.iter().all(|j| j.0 < i), "{}", s.name);
+    }
+    let report = p.stages.last().unwrap();
+    assert_eq!(report.kind, StageKind::Report);
+    assert_eq!(report.inputs.len(), 4 + 18 + 7);
+    // No two stages share a key.
+    let keys: BTreeSet<_> = p.stages.iter().map(|s| (s.kind, s.key)).collect();
+    assert_eq!(keys.len(), p.stages.len());
+    let keys: BTreeSet<_> = p.stages.iter().map(|s| s.key).collect();
+    assert_eq!(keys.len(), p.stages.len());
+    // The profile's budgets reach the configs.
+    let nlvr = &p.stages[index_of(&p, "s0/finetune/baseline/nlvr2")];
+    assert_eq!(nlvr.config["steps"], 450);
+    let vqa = &p.stages[index_of(&p, "s0/finetune/baseline/vqa")];
+    assert_eq!(vqa.config["steps"], 300);
+    let full = Plan::build(&f, "full").unwrap();
+    assert_eq!(
+        full.stages[index_of(&full, "s0/seed")].config["steps"],
+        3000
+    );
+    // Interpolation's α sweep is zipped: vision α with text 1 − α.
+    let m = &p.stages[index_of(
+        &p,
+        "s0/merge/interpolation[weights.text=0.75, weights.vision=0.25]",
+    )];
+    assert_eq!(m.config["weights"]["vision"], 0.25);
+    assert_eq!(m.config["weights"]["text"], 0.75);
+    assert_eq!(m.inputs.len(), 1, "linear takes no base");
+    let a = &p.stages[index_of(&p, "s0/merge/modality-arithmetic")];
+    assert_eq!(a.config["base"], "seed");
+    assert_eq!(a.inputs.len(), 2, "experts and W0");
+}
+
+#[test]
+fn same_config_same_keys_golden() {
+    let a = plan(&quickstart_text());
+    let b = plan(&quickstart_text());
+    assert_eq!(
+        a.stages.iter().map(|s| s.key).collect::<Vec<_>>(),
+        b.stages.iter().map(|s| s.key).collect::<Vec<_>>()
+    );
+    // The suite's key: a change here means every run store's stages are recomputed.
+    assert_eq!(a.stages[0].kind, StageKind::Suite);
+    assert_eq!(a.stages[0].key.hex(), GOLDEN_SUITE_KEY);
+    assert_eq!(
+        a.stages[0].key,
+        StageKey::compute(
+            "suite",
+            &serde_json::json!({"synthetic": {"scale": "small", "seed": 0}}),
+            &[]
+        )
+    );
+    // A stage deep in the chain (suite → seed → experts → merge): pins every config's shape.
+    let m = &a.stages[index_of(&a, "s0/merge/modality-arithmetic")];
+    assert_eq!(m.key.hex(), GOLDEN_ARITHMETIC_KEY, "{}", m.config);
+    // Names are not part of keys: renaming a merge keeps every key.
+    let renamed = plan(&edit(
+        &quickstart_text(),
+        "name: modality-arithmetic",
+        "name: arithmetic",
+    ));
+    assert!(
+        a.stages
+            .iter()
+            .zip(&renamed.stages)
+            .all(|(x, y)| x.key == y.key)
+    );
+}
+
+const GOLDEN_SUITE_KEY: &str = "a127aef30545724827e96aaea36b7aae";
+const GOLDEN_ARITHMETIC_KEY: &str = "3e2d20b455713dae51521d77a66e4f1d";
+
+#[test]
+fn one_merge_parameter_changes_exactly_its_downstream() {
+    let text = quickstart_text();
+    let a = plan(&text);
+    let b = plan(&edit(
+        &text,
+        "params: {lambda: 0.5}",
+        "params: {lambda: 0.7}",
+    ));
+    let merge = index_of(&a, "s0/merge/modality-arithmetic");
+    let down = mask_indices(&a.downstream(mmerge_experiments::plan::StageId(merge)));
+    assert_eq!(changed(&a, &b), down);
+    let kinds: Vec<StageKind> = down.iter().map(|&i| a.stages[i].kind).collect();
+    let count = |k| kinds.iter().filter(|&&x| x == k).count();
+    assert_eq!(count(StageKind::Merge), 1);
+    assert_eq!(count(StageKind::Distance), 1);
+    assert_eq!(count(StageKind::Zeroshot), 1);
+    assert_eq!(count(StageKind::Finetune), 3);
+    assert_eq!(count(StageKind::Eval), 3);
+    assert_eq!(count(StageKind::Report), 1);
+    assert_eq!(kinds.len(), 10);
+}
+
+#[test]
+fn seed_steps_change_everything_downstream_of_seed() {
+    let text = quickstart_text();
+    let a = plan(&text);
+    let b = plan(&edit(
+        &text,
+        "    seed_pretrain: 300\n",
+        "    seed_pretrain: 301\n",
+    ));
+    let seed = index_of(&a, "s0/seed");
+    let down = mask_indices(&a.downstream(mmerge_experiments::plan::StageId(seed)));
+    assert_eq!(changed(&a, &b), down);
+    // Everything but the suite.
+    assert_eq!(down, (1..a.stages.len()).collect::<Vec<_>>());
+}
+
+#[test]
+fn sweeps_expand() {
+    let text = quickstart_text();
+    // Cartesian: 3 λ × 2 densities = 6 TIES merges, plus the quickstart's 4.
+    let ties = edit(
+        &text,
+        "distances:",
+        "  - {name: ties, method: ties, base: seed, params: {lambda: [0.5, 1, 1.5], density: [0.2, 0.6]}}\ndistances:",
+    );
+    let p = plan(&ties);
+    assert_eq!(p.count(StageKind::Merge), 10);
+    assert!(
+        p.stages
+            .iter()
+            .any(|s| s.name == "s0/merge/ties[density=0.6, lambda=1.5]")
+    );
+    // Seeds multiply the per-seed chain; the suite and the report are shared.
+    let seeds = plan(&edit(&text, "seeds: [0]", "seeds: [0, 1, 2]"));
+    assert_eq!(seeds.count(StageKind::Merge), 12);
+    assert_eq!(seeds.count(StageKind::Suite), 1);
+    assert_eq!(seeds.count(StageKind::Report), 1);
+    assert_eq!(seeds.stages.len(), 1 + 3 * 54 + 1);
+    // zip with unequal lengths is an error.
+    let err = parse(&edit(&text, "text: [0.75, 0.5, 0.25]", "text: [0.75, 0.5]")).unwrap_err();
+    assert!(err.to_string().contains("one length"), "{err}");
+    assert_eq!(err.line(), Some(line_with(&text, "zip: true")));
+}
+
+#[test]
+fn one_line_switches_to_the_real_asset_suite() {
+    let text = edit(
+        &quickstart_text(),
+        "suite: {synthetic: {scale: small, seed: 0}}",
+        "suite: real-assets",
+    );
+    let f = parse(&text).unwrap();
+    assert_eq!(f.experiment.suite, SuiteSpec::RealAssets);
+    assert_eq!(
+        f.experiment.suite.resolve(Path::new("/cache")),
+        Some(PathBuf::from("/cache/suites/real-assets"))
+    );
+    let p = Plan::build(&f, "quick").unwrap();
+    assert_eq!(p.stages.len(), 56);
+}
+
+#[test]
+fn bad_input_names_the_line_and_the_choices() {
+    let text = quickstart_text();
+    // Unknown field: serde's error, with the line.
+    let t = edit(
+        &text,
+        "zero_shot: true",
+        "zero_shot: true\nzero_shots: false",
+    );
+    let err = parse(&t).unwrap_err();
+    assert!(matches!(err, ConfigError::Yaml { .. }), "{err}");
+    assert!(err.to_string().contains("zero_shots"), "{err}");
+    assert_eq!(err.line(), Some(line_with(&t, "zero_shots")));
+    // Unknown method.
+    let t = edit(&text, "method: task_arithmetic", "method: task_arith");
+    let err = parse(&t).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("exp.yaml:{}:", line_with(&t, "task_arith"))),
+        "{msg}"
+    );
+    assert!(msg.contains("unknown method `task_arith`"), "{msg}");
+    assert!(
+        msg.contains("valid: linear, task_arithmetic, ties"),
+        "{msg}"
+    );
+    // Unknown task.
+    let t = edit(
+        &text,
+        "tasks: [vqa, retrieval, nlvr2]",
+        "tasks: [vqa,\n  retrieval, nlvr]",
+    );
+    let err = parse(&t).unwrap_err();
+    assert_eq!(err.line(), Some(line_with(&t, "retrieval, nlvr]")));
+    assert!(
+        err.to_string()
+            .contains("unknown task `nlvr`; valid: vqa, retrieval, nlvr2"),
+        "{err}"
+    );
+    // Unknown distance.
+    let t = edit(
+        &text,
+        "truncated_soft_sign, cosine",
+        "truncated_soft_sign, cosin",
+    );
+    let err = parse(&t).unwrap_err();
+    assert_eq!(err.line(), Some(line_with(&t, "cosin]")));
+    assert!(
+        err.to_string()
+            .contains("unknown distance `cosin`; valid: l2, "),
+        "{err}"
+    );
+    // Unknown objective and expert.
+    let t = edit(
+        &text,
+        "experts:\n  sharing: all_specific\n  objectives: {itc: 1, itm: 1, mlm: 1}",
+        "experts:\n  sharing: all_specific\n  objectives: {itc: 1, itm: 1, mlx: 1}",
+    );
+    let err = parse(&t).unwrap_err();
+    assert_eq!(err.line(), Some(line_with(&t, "mlx")));
+    assert!(
+        err.to_string()
+            .contains("unknown objective `mlx`; valid: itc, itm"),
+        "{err}"
+    );
+    let t = edit(&text, "text: [0.75, 0.5, 0.25]", "txt: [0.75, 0.5, 0.25]");
+    let err = parse(&t).unwrap_err();
+    assert_eq!(err.line(), Some(line_with(&t, "txt:")));
+    assert!(
+        err.to_string().contains("valid: vision, text, vl, shared"),
+        "{err}"
+    );
+    // A sweep value of the wrong type: serde's error at its line.
+    let t = edit(
+        &text,
+        "vision: [0.25, 0.5, 0.75]",
+        "vision: [0.25, 0.5,\n        high]",
+    );
+    let err = parse(&t).unwrap_err();
+    assert!(matches!(err, ConfigError::Yaml { .. }), "{err}");
+    assert_eq!(err.line(), Some(line_with(&t, "high]")));
+    assert!(err.to_string().contains("invalid type"), "{err}");
+    // A parameter that is neither a number nor a list.
+    let t = edit(&text, "params: {lambda: 0.5}", "params: {lambda: {x: 1}}");
+    let err = parse(&t).unwrap_err();
+    assert_eq!(err.line(), Some(line_with(&t, "lambda: {x")));
+    assert!(
+        err.to_string().contains("a number or a list of numbers"),
+        "{err}"
+    );
+    // An unknown profile lists the file's.
+    let f = parse(&text).unwrap();
+    let err = Plan::build(&f, "fast").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown profile `fast`; valid: full, quick"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dry_run_reports_what_is_cached() {
+    let p = plan(&quickstart_text());
+    let root = tempfile::tempdir().unwrap();
+    let store = RunStore::open(root.path().join("runs")).unwrap();
+    let out = p.dry_run(&store);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), p.stages.len() + 1);
+    assert!(
+        lines[..p.stages.len()]
+            .iter()
+            .all(|l| l.ends_with(" to run")),
+        "{out}"
+    );
+    assert!(lines[0].starts_with("suite "), "{out}");
+    assert!(lines[0].contains(&p.stages[0].key.hex()[..12]), "{out}");
+    assert_eq!(
+        lines[p.stages.len()],
+        "56 stages: 0 cached, 56 to run, 0 corrupt (recomputed)"
+    );
+
+    // Write the seed stage.
+    let seed = &p.stages[index_of(&p, "s0/seed")];
+    let inputs: Vec<_> = seed.inputs.iter().map(|i| p.stage(*i).key).collect();
+    let w = store.begin("seed", &seed.key).unwrap();
+    std::fs::write(w.path().join("metrics.json"), b"{}\n").unwrap();
+    w.finish(StageMeta {
+        config: seed.config.clone(),
+        inputs,
+        git_commit: None,
+        command: vec!["test".into()],
+    })
+    .unwrap();
+    let out = p.dry_run(&store);
+    let lines: Vec<&str> = out.lines().collect();
+    for (i, s) in p.stages.iter().enumerate() {
+        let want = if s.name == "s0/seed" {
+            " cached"
+        } else {
+            " to run"
+        };
+        assert!(lines[i].ends_with(want), "{}", lines[i]);
+    }
+    assert!(
+        out.ends_with("56 stages: 1 cached, 55 to run, 0 corrupt (recomputed)\n"),
+        "{out}"
+    );
+
+    // A damaged output makes it corrupt, with the reason.
+    let dir = store.stage_path("seed", &seed.key).unwrap();
+    std::fs::write(dir.join("metrics.json"), b"{\"x\": 1}\n").unwrap();
+    let out = p.dry_run(&store);
+    let line = out.lines().nth(index_of(&p, "s0/seed")).unwrap();
+    assert!(
+        line.contains(" corrupt (") && line.contains("metrics.json"),
+        "{line}"
+    );
+}
