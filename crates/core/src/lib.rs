@@ -17,6 +17,7 @@ pub mod keys;
 pub mod select;
 pub mod simd;
 pub mod writer;
+pub mod yaml;
 
 pub use checkpoint::{Checkpoint, TensorMeta};
 pub use dtype::Dtype;

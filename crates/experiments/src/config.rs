@@ -28,15 +28,15 @@
 //! passes the merge registry's and the train registries' names; this crate links neither),
 //! with the line of the offending node and the valid choices.
 //!
-//! Line numbers of validated nodes come from the YAML parser itself ([`locate`]): a copy of
-//! `mmerge_merge::config::locate`, since this crate does not depend on `mmerge-merge`. Its one
-//! home should become `mmerge_core` (a `yaml` module) — a follow-up that touches core and merge.
+//! Line numbers of validated nodes come from the YAML parser itself
+//! ([`mmerge_core::yaml::locate`], shared with merge configs).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use mmerge_core::yaml::{Seg, locate};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The experts a merge's `weights` may name (`mmerge_core::keys::EXPERTS`).
@@ -727,164 +727,5 @@ impl Experiment {
         lr("pretrain_lr", self.train.pretrain_lr)?;
         lr("finetune_lr", self.train.finetune_lr)?;
         Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Locating a node's line (a copy of `mmerge_merge::config::locate`; see the module doc).
-
-/// One step of a path into a YAML document.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seg<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-/// The 1-based line of the node at `path` in the YAML `text`, as the YAML parser reports it:
-/// for a path ending in a key, the key's line. `None` when the path is not in the document.
-pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<usize> {
-    match Find(path).deserialize(serde_yaml_ng::Deserializer::from_str(text)) {
-        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| l.line()),
-        _ => None,
-    }
-}
-
-const FOUND: &str = "mmerge: located";
-
-struct Find<'p>(&'p [Seg<'p>]);
-
-impl<'de> DeserializeSeed<'de> for Find<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl Find<'_> {
-    fn leaf<E: de::Error>(self) -> std::result::Result<(), E> {
-        if self.0.is_empty() {
-            Err(E::custom(FOUND))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Find<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any YAML node")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_unit<E: de::Error>(self) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_none<E: de::Error>(self) -> std::result::Result<(), E> {
-        self.leaf()
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-        let want = match self.0.first() {
-            None => return Err(de::Error::custom(FOUND)),
-            Some(Seg::Index(i)) => Some(*i),
-            Some(Seg::Key(_)) => None,
-        };
-        let mut i = 0;
-        loop {
-            let more = if Some(i) == want {
-                seq.next_element_seed(Find(&self.0[1..]))?
-            } else {
-                seq.next_element::<IgnoredAny>()?.map(|_| ())
-            };
-            if more.is_none() {
-                return Ok(());
-            }
-            i += 1;
-        }
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
-        let want = match self.0.first() {
-            None => return Err(de::Error::custom(FOUND)),
-            Some(Seg::Key(k)) => Some(*k),
-            Some(Seg::Index(_)) => None,
-        };
-        let last = self.0.len() == 1;
-        while let Some(hit) = map.next_key_seed(FindKey { want, last })? {
-            if hit {
-                map.next_value_seed(Find(&self.0[1..]))?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-struct FindKey<'p> {
-    want: Option<&'p str>,
-    last: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for FindKey<'_> {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for FindKey<'_> {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a mapping key")
-    }
-    fn visit_str<E: de::Error>(self, k: &str) -> std::result::Result<bool, E> {
-        let hit = self.want == Some(k);
-        if hit && self.last {
-            return Err(E::custom(FOUND));
-        }
-        Ok(hit)
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E: de::Error>(self) -> std::result::Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(false)
     }
 }
