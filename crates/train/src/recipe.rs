@@ -23,6 +23,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use mmerge_core::yaml::{Seg, locate};
 use mmerge_models::schedule::Decay;
 use serde::{Deserialize, Serialize};
 
@@ -315,7 +316,7 @@ impl Recipe {
         serde_yaml_ng::to_string(self).unwrap_or_default()
     }
 
-    /// Range checks that serde cannot express: (key, what is wrong).
+    /// Range checks that serde cannot express: (the dotted path of the key, what is wrong).
     fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
         let range = |key, ok: bool, want: &str, got: String| {
             if ok {
@@ -341,24 +342,24 @@ impl Recipe {
         }
         if let Some(p) = &self.pretrain {
             if p.objectives.is_empty() {
-                return Err(("objectives", "name at least one objective".into()));
+                return Err(("pretrain.objectives", "name at least one objective".into()));
             }
             for (name, w) in &p.objectives {
                 if !(w.is_finite() && *w >= 0.0) {
                     return Err((
-                        "objectives",
+                        "pretrain.objectives",
                         format!("weight of `{name}` must be ≥ 0, got {w}"),
                     ));
                 }
             }
             range(
-                "mask_prob",
+                "pretrain.mask_prob",
                 p.mask_prob > 0.0 && p.mask_prob < 1.0,
                 "in (0, 1)",
                 p.mask_prob.to_string(),
             )?;
             range(
-                "mim_ratio",
+                "pretrain.mim_ratio",
                 p.mim_ratio > 0.0 && p.mim_ratio < 1.0,
                 "in (0, 1)",
                 p.mim_ratio.to_string(),
@@ -366,7 +367,7 @@ impl Recipe {
         }
         match (&self.model.preset, &self.model.config) {
             (Some(_), Some(_)) => {
-                return Err(("config", "give `preset` or `config`, not both".into()));
+                return Err(("model.config", "give `preset` or `config`, not both".into()));
             }
             (None, None) => return Err(("model", "give `preset: NAME` or `config: FILE`".into())),
             _ => {}
@@ -397,52 +398,52 @@ impl Recipe {
         )?;
         let o = &self.optim;
         range(
-            "lr",
+            "optim.lr",
             o.lr.is_finite() && o.lr > 0.0,
             "> 0",
             o.lr.to_string(),
         )?;
         range(
-            "min_lr",
+            "optim.min_lr",
             o.min_lr >= 0.0 && o.min_lr <= o.lr,
             "in [0, lr]",
             o.min_lr.to_string(),
         )?;
         range(
-            "warmup",
+            "optim.warmup",
             (0.0..1.0).contains(&o.warmup),
             "in [0, 1)",
             o.warmup.to_string(),
         )?;
         range(
-            "weight_decay",
+            "optim.weight_decay",
             o.weight_decay >= 0.0,
             "≥ 0",
             o.weight_decay.to_string(),
         )?;
         range(
-            "betas",
+            "optim.betas",
             o.betas.iter().all(|b| (0.0..1.0).contains(b)),
             "two values in [0, 1)",
             format!("{:?}", o.betas),
         )?;
-        range("eps", o.eps > 0.0, "> 0", o.eps.to_string())?;
+        range("optim.eps", o.eps > 0.0, "> 0", o.eps.to_string())?;
         range(
-            "clip",
+            "optim.clip",
             o.clip >= 0.0 && o.clip.is_finite(),
             "≥ 0",
             o.clip.to_string(),
         )?;
         if let Some(d) = o.layer_decay {
             range(
-                "layer_decay",
+                "optim.layer_decay",
                 d > 0.0 && d <= 1.0,
                 "in (0, 1]",
                 d.to_string(),
             )?;
         }
         range(
-            "batch_size",
+            "eval.batch_size",
             self.eval.batch_size > 0,
             "at least 1",
             self.eval.batch_size.to_string(),
@@ -456,14 +457,37 @@ impl Recipe {
     }
 }
 
-/// The 1-based line of the first `key:` in `text` (for range errors, which serde does not
-/// place).
+/// The 1-based line of the node at the dotted `key` (`optim.warmup`), as the YAML parser
+/// places it; if that node is absent (a default), the line of its nearest present parent.
 fn line_of(text: &str, key: &str) -> Option<usize> {
-    let pat = format!("{key}:");
-    text.lines()
-        .position(|l| {
-            let t = l.trim_start().trim_start_matches("- ");
-            t.starts_with(&pat) || t.contains(&format!("{{{pat}")) || t.contains(&format!(" {pat}"))
-        })
-        .map(|i| i + 1)
+    let segs: Vec<Seg<'_>> = key.split('.').map(Seg::Key).collect();
+    (1..=segs.len())
+        .rev()
+        .find_map(|n| locate(text, &segs[..n]))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_range_error_names_the_line_of_its_own_key_not_a_namesake() {
+        let text = "suite: s\nmodel: {preset: tiny}\nfinetune: {task: vqa}\nsteps: 3\n\
+                    batch_size: 8\neval:\n  split: val\n  batch_size: 0\n";
+        let e = Recipe::parse(text, Path::new("r.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("r.yml:8: eval.batch_size: must be at least 1"),
+            "{e}"
+        );
+        // A whole-recipe problem points at the nearest key it names.
+        let text = "suite: s\nmodel: {preset: tiny}\nsteps: 3\n";
+        let e = Recipe::parse(text, Path::new("r.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("r.yml:3: steps: give `pretrain"), "{e}");
+    }
 }
