@@ -3,12 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use mmerge_experiments::report::{
     Cell, Column, Figure, PLOT_SIZE, Report, ReportError, Row, Series, Table, line_plot,
     scatter_with_fit,
 };
+
+mod common;
+use common::names_in;
 
 fn sample_table() -> Table {
     Table {
@@ -191,15 +192,6 @@ fn alpha_series() -> Vec<Series> {
     ]
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn line_plot_writes_png_and_svg() {
     let dir = tempfile::tempdir().unwrap();
@@ -214,7 +206,7 @@ fn line_plot_writes_png_and_svg() {
     .unwrap();
     assert_eq!(files.png, dir.path().join("score-vs-alpha.png"));
     assert_eq!(
-        files_in(dir.path()),
+        names_in(dir.path()),
         ["score-vs-alpha.png", "score-vs-alpha.svg"]
     );
 
@@ -300,7 +292,7 @@ fn scatter_fits_and_shows_r() {
 fn plot_err(series: &[Series]) -> (String, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let e = line_plot(dir.path(), "p", series, "x", "y", "Bad plot").unwrap_err();
-    (e.to_string(), files_in(dir.path()))
+    (e.to_string(), names_in(dir.path()))
 }
 
 #[test]
@@ -354,7 +346,7 @@ fn bad_plot_input_is_named_and_writes_nothing() {
     assert!(e.contains("point #1 is (inf, 3)"), "{e}");
     let e = line_plot(dir.path(), "../escape", &alpha_series(), "x", "y", "t").unwrap_err();
     assert!(matches!(e, ReportError::BadName { .. }), "{e}");
-    assert!(files_in(dir.path()).is_empty());
+    assert!(names_in(dir.path()).is_empty());
 }
 
 #[test]
@@ -363,7 +355,7 @@ fn failed_write_leaves_nothing() {
     let missing = dir.path().join("no-such-folder");
     let e = line_plot(&missing, "p", &alpha_series(), "x", "y", "t").unwrap_err();
     assert!(e.to_string().contains("no-such-folder"), "{e}");
-    assert!(files_in(dir.path()).is_empty());
+    assert!(names_in(dir.path()).is_empty());
 }
 
 #[test]

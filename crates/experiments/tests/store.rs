@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
 use mmerge_core::atomic::temp_sibling;
 use mmerge_experiments::store::{
     FAILED_LOG, Lookup, QUICK_HASH_LIMIT, RunStore, STAGE_JSON, StageKey, StageMeta, Verify,
 };
 use serde_json::{Value, json};
+
+mod common;
+use common::names_in;
 
 fn merge_config() -> Value {
     json!({
@@ -67,15 +68,6 @@ fn corrupt_reason(l: Lookup) -> String {
         Lookup::Corrupt(r) => r.to_string(),
         other => panic!("expected Corrupt, got {other:?}"),
     }
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -187,9 +179,9 @@ fn begin_finish_lookup_done_with_a_complete_record() {
             ("metrics.json", 13)
         ]
     );
-    assert_eq!(entries(d.path()), ["ckpt", "metrics.json", STAGE_JSON]);
+    assert_eq!(names_in(d.path()), ["ckpt", "metrics.json", STAGE_JSON]);
     // Nothing else in the kind folder: no temporary folder is left.
-    assert_eq!(entries(&root.path().join("runs/merge")), [key.hex()]);
+    assert_eq!(names_in(&root.path().join("runs/merge")), [key.hex()]);
     assert!(matches!(
         store.lookup_with("merge", &key, Verify::Full).unwrap(),
         Lookup::Done(_)
@@ -232,7 +224,7 @@ fn a_killed_writer_leaves_the_stage_missing_never_done() {
         store.lookup("eval", &key).unwrap(),
         Lookup::Missing
     ));
-    assert_eq!(entries(&root.path().join("eval")), Vec::<String>::new());
+    assert_eq!(names_in(&root.path().join("eval")), Vec::<String>::new());
 
     // Killed (the process died: no destructor ran): its temporary folder stays behind.
     // Simulate the leftover of a dead writer (with this process's id, as after pid reuse).
@@ -261,7 +253,7 @@ fn a_killed_writer_leaves_the_stage_missing_never_done() {
     std::fs::write(tmp.join("half.bin"), b"partial").unwrap();
     let w = store.begin("eval", &key).unwrap();
     assert_eq!(w.path(), tmp);
-    assert_eq!(entries(&tmp), Vec::<String>::new());
+    assert_eq!(names_in(&tmp), Vec::<String>::new());
     drop(w);
 
     // A stage folder renamed into place without its record (never via the store) is Corrupt.
@@ -358,7 +350,7 @@ fn truncated_edited_or_missing_outputs_are_corrupt_naming_the_file() {
     // A new writer replaces the corrupt folder.
     write_stage(&store, "merge", merge_config(), input_keys());
     done(store.lookup_with("merge", &key, Verify::Full).unwrap());
-    assert_eq!(entries(&root.path().join("merge")), [key.hex()]);
+    assert_eq!(names_in(&root.path().join("merge")), [key.hex()]);
 }
 
 #[test]
@@ -390,7 +382,7 @@ fn a_failed_stage_keeps_its_log_and_is_retried() {
         Some(log.clone())
     );
     assert_eq!(
-        entries(&root.path().join("finetune")),
+        names_in(&root.path().join("finetune")),
         [format!("{}.failed", key.hex())]
     );
 
@@ -403,7 +395,7 @@ fn a_failed_stage_keeps_its_log_and_is_retried() {
     write_stage(&store, "finetune", config, vec![]);
     done(store.lookup("finetune", &key).unwrap());
     assert_eq!(store.failure_log("finetune", &key).unwrap(), None);
-    assert_eq!(entries(&root.path().join("finetune")), [key.hex()]);
+    assert_eq!(names_in(&root.path().join("finetune")), [key.hex()]);
 }
 
 #[test]
@@ -433,7 +425,7 @@ fn concurrent_writers_of_one_key_end_with_one_valid_stage() {
     assert_eq!(results[0].record().files, results[1].record().files);
     let d = done(store.lookup_with("distance", &key, Verify::Full).unwrap());
     assert_eq!(d.record().files, results[0].record().files);
-    assert_eq!(entries(&root.path().join("distance")), [key.hex()]);
+    assert_eq!(names_in(&root.path().join("distance")), [key.hex()]);
 
     // One thread beginning the same stage twice is an error, not a deadlock.
     let _w = store.begin("distance", &key).unwrap();
