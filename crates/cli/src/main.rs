@@ -73,7 +73,7 @@ enum Command {
     },
     /// Embeddings of sentences or images from a Hugging Face BERT, DINOv2 or ViT model.
     Encode(torch::Args),
-    /// Task suites: generate the synthetic one, build the real-asset one, check, tokenizer.
+    /// Task suites: generate the synthetic one, build the real-asset one, check, tokenizer, VQA answers.
     Data {
         #[command(subcommand)]
         command: data::DataCommand,
