@@ -47,12 +47,12 @@ pub fn train(
 
 fn advise(e: TrainError, out: &Path) -> anyhow::Error {
     let msg = e.to_string();
-    let hint = if msg.contains("already holds a finished model") {
-        " (pass --force to train it again)"
-    } else if msg.contains("state of an unfinished run") {
-        " (pass --resume to continue it, or --force to start afresh)"
-    } else {
-        ""
+    let hint = match &e {
+        TrainError::FinishedRun { .. } => " (pass --force to train it again)",
+        TrainError::UnfinishedRun { .. } => {
+            " (pass --resume to continue it, or --force to start afresh)"
+        }
+        _ => "",
     };
     anyhow::anyhow!("{msg}{hint}").context(format!("training into {}", out.display()))
 }

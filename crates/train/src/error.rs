@@ -28,6 +28,12 @@ pub enum TrainError {
     /// Inputs that do not fit together (a task's data and its head, a batch and its model).
     #[error("{0}")]
     Invalid(String),
+    /// The run folder already holds a finished model (`model/`).
+    #[error("{} already holds a finished model", path.display())]
+    FinishedRun { path: PathBuf },
+    /// The run folder holds the resumable state of a run that did not finish.
+    #[error("{} holds the state of an unfinished run", path.display())]
+    UnfinishedRun { path: PathBuf },
     /// A loss or score that is NaN or infinite.
     #[error("{what} is {value} at step {step}")]
     NotFinite { what: String, step: u64, value: f64 },
@@ -48,6 +54,9 @@ pub enum TrainError {
     Itm(#[from] ItmError),
     #[error(transparent)]
     Core(#[from] mmerge_core::CoreError),
+    /// The run's log, metrics or TensorBoard events could not be written.
+    #[error(transparent)]
+    Sink(#[from] mmerge_sink::SinkError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

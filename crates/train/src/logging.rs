@@ -8,7 +8,7 @@ use mmerge_core::keys::layer_ref;
 use mmerge_sink::{HValue, Sink};
 use tch::{Device, Kind};
 
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::input::ModelBatch;
 use crate::net::{HEADS, Net};
 use crate::recipe::Recipe;
@@ -17,14 +17,9 @@ use crate::tasks::Scores;
 /// Images logged from the first batch.
 pub const LOGGED_INPUTS: usize = 4;
 
-fn sink_err(e: mmerge_sink::SinkError) -> TrainError {
-    TrainError::Invalid(e.to_string())
-}
-
 /// The resolved recipe as TensorBoard text (`recipe`).
 pub fn recipe(sink: &Sink, recipe: &Recipe, step: u64) -> Result<()> {
-    sink.text("recipe", step, &format!("```yaml\n{}```", recipe.to_yaml()))
-        .map_err(sink_err)
+    Ok(sink.text("recipe", step, &format!("```yaml\n{}```", recipe.to_yaml()))?)
 }
 
 /// One histogram per encoder layer (`weights/layer_<i>`), one of everything before the
@@ -52,8 +47,7 @@ pub fn weights(sink: &Sink, net: &Net, step: u64) -> Result<()> {
         groups.entry(group).or_default().extend(v);
     }
     for (g, v) in groups {
-        sink.histogram(&format!("weights/{g}"), step, &v)
-            .map_err(sink_err)?;
+        sink.histogram(&format!("weights/{g}"), step, &v)?;
     }
     Ok(())
 }
@@ -81,7 +75,7 @@ pub fn inputs(sink: &Sink, batch: &ModelBatch, step: u64) -> Result<()> {
             } else {
                 format!("inputs/{i}")
             };
-            sink.image(&tag, step, w, h, &rgb).map_err(sink_err)?;
+            sink.image(&tag, step, w, h, &rgb)?;
         }
     }
     if !batch.texts.is_empty() {
@@ -89,7 +83,7 @@ pub fn inputs(sink: &Sink, batch: &ModelBatch, step: u64) -> Result<()> {
         for (i, t) in batch.texts.iter().take(n).enumerate() {
             md.push_str(&format!("| {i} | {} |\n", t.replace('|', "\\|")));
         }
-        sink.text("inputs", step, &md).map_err(sink_err)?;
+        sink.text("inputs", step, &md)?;
     }
     Ok(())
 }
@@ -130,5 +124,5 @@ pub fn hparams(sink: &Sink, recipe: &Recipe, scores: &BTreeMap<String, Scores>) 
         .flat_map(|(split, s)| s.keys().map(move |k| format!("{split}/{k}")))
         .collect();
     let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-    sink.hparams(&config, &tags).map_err(sink_err)
+    Ok(sink.hparams(&config, &tags)?)
 }

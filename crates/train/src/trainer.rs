@@ -365,10 +365,7 @@ pub struct TrainReport {
 pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Result<TrainReport> {
     let model_dir = run.join("model");
     if model_dir.exists() && !opts.force {
-        return Err(TrainError::Invalid(format!(
-            "{} already holds a finished model",
-            model_dir.display()
-        )));
+        return Err(TrainError::FinishedRun { path: model_dir });
     }
     let r = p.recipe.clone();
     let mut start = 0;
@@ -379,10 +376,9 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
         }
     } else if !state::states(run)?.is_empty() {
         if !opts.force {
-            return Err(TrainError::Invalid(format!(
-                "{} holds the state of an unfinished run",
-                run.display()
-            )));
+            return Err(TrainError::UnfinishedRun {
+                path: run.to_path_buf(),
+            });
         }
         // Starting afresh: a later --resume must not find the old run's states.
         for old in state::states(run)? {
@@ -432,7 +428,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
     let bar = sink.progress("train", r.steps);
     bar.set_position(start);
     let t0 = Instant::now();
-    let mut logged_inputs = None;
+    let mut logged_inputs = false;
     let mut window = (Instant::now(), start);
     let params: Vec<Tensor> = p
         .optimizer
@@ -469,9 +465,9 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
                     }
                 };
                 let batch = collator.collate(batch)?;
-                if logged_inputs.is_none() {
+                if !logged_inputs {
                     crate::logging::inputs(sink, &batch, step)?;
-                    logged_inputs = Some(step);
+                    logged_inputs = true;
                 }
                 Ok(batch)
             },
@@ -495,7 +491,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
                 .map(|(k, v)| (format!("train/{k}"), *v))
                 .collect();
             values.extend(named.iter().map(|(k, v)| (k.as_str(), *v)));
-            sink.scalars(done, &values).map_err(sink_err)?;
+            sink.scalars(done, &values)?;
         }
         if r.histogram_every > 0 && done % r.histogram_every == 0 && done < r.steps {
             crate::logging::weights(sink, &p.net, done)?;
@@ -548,7 +544,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
     crate::logging::weights(sink, &p.net, r.steps)?;
     crate::logging::hparams(sink, &r, &scores)?;
     sink.score("train/seconds", seconds);
-    sink.finish().map_err(sink_err)?;
+    sink.finish()?;
     Ok(TrainReport {
         steps: r.steps,
         model: model_dir,
@@ -702,17 +698,13 @@ pub fn evaluate(p: &Prepared) -> Result<BTreeMap<String, Scores>> {
         .collect()
 }
 
-fn sink_err(e: mmerge_sink::SinkError) -> TrainError {
-    TrainError::Invalid(e.to_string())
-}
-
 fn log_scores(sink: &Sink, step: u64, split: &str, s: &Scores) -> Result<()> {
     let tags: Vec<(String, f64)> = s
         .iter()
         .map(|(k, v)| (format!("{split}/{k}"), *v))
         .collect();
     let values: Vec<(&str, f64)> = tags.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    sink.scalars(step, &values).map_err(sink_err)
+    Ok(sink.scalars(step, &values)?)
 }
 
 /// The loss of one batch and its named parts (pre-training: each objective's unweighted loss).
