@@ -13,3 +13,4 @@ pub mod plan;
 pub mod report;
 pub mod stats;
 pub mod store;
+pub mod study;
