@@ -115,6 +115,9 @@ pub struct Study {
     pub seeds: Vec<u64>,
     /// The fine-tuning tasks, in the file's order.
     pub tasks: Vec<String>,
+    /// Task name → its kind (`vqa`, `retrieval`, `nlvr2`, `image_cls`, `text_cls`,
+    /// `segmentation`), which says which scores it has.
+    pub task_kinds: BTreeMap<String, String>,
     /// The distance metrics computed, in the file's order.
     pub distances: Vec<String>,
     /// The arms, in plan order (at least one).
