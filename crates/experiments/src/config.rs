@@ -12,6 +12,9 @@
 //!   full:  {seed_pretrain: 3000, experts: 3000, finetune: 3000}
 //! seed_pretrain: {objectives: {itc: 1, itm: 1, mlm: 1}}
 //! experts: {sharing: all_specific, objectives: {itc: 1, itm: 1, mlm: 1}}
+//! # Sweeps before the merge ("arms"): a profile's `seed_pretrain: [0, 100, 300]` runs one
+//! # chain per seed budget; `experts: {sharing: [all_specific, custom_attn], ...}` one experts
+//! # model per sharing variant from the same W0.
 //! baseline: {}                                   # the shared model continued as long as the experts
 //! merges:
 //!   - {name: interpolation, method: linear, zip: true,
@@ -222,8 +225,9 @@ impl SuiteSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
-    /// Steps of seed pre-training (0: W0 is the initialisation itself).
-    pub seed_pretrain: u64,
+    /// Steps of seed pre-training (0: W0 is the initialisation itself); a list is a sweep
+    /// (the initialisation analysis: one chain per budget).
+    pub seed_pretrain: OneOrMany<u64>,
     /// Steps of the experts' pre-training.
     pub experts: u64,
     /// Steps of the baseline (default: `experts`, the same budget).
@@ -261,8 +265,9 @@ pub struct Pretrain {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Experts {
-    /// The sharing variant (`all_specific`, `custom_attn`, ...).
-    pub sharing: String,
+    /// The sharing variant (`all_specific`, `custom_attn`, ...); a list is a sweep (the
+    /// architecture analysis: one experts model per variant, all from the same W0).
+    pub sharing: OneOrMany<String>,
     /// Objective name → weight.
     pub objectives: BTreeMap<String, f64>,
     /// Steps for every profile (default: the profile's).
@@ -341,6 +346,41 @@ pub struct MergeSpec {
     /// `weights: {vision: [0.25, 0.75], text: [0.75, 0.25]}, zip: true`.
     #[serde(default)]
     pub zip: bool,
+}
+
+/// One value, or a list of values (a sweep).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "one value or a list of values (a sweep)")]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    /// The values, in the file's order.
+    pub fn values(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A sweep's values must be non-empty and distinct.
+fn sweep_ok<T: PartialEq + fmt::Debug + Clone>(
+    at: At,
+    values: &OneOrMany<T>,
+) -> std::result::Result<(), Problem> {
+    let v = values.values();
+    if v.is_empty() {
+        return Err((at, "a sweep needs at least one value".into()));
+    }
+    for (i, x) in v.iter().enumerate() {
+        if v[..i].contains(x) {
+            return Err((at.index(i), format!("{x:?} appears twice")));
+        }
+    }
+    Ok(())
 }
 
 /// A parameter: one number, or a list of numbers (a sweep: one merge per value; several
@@ -629,6 +669,7 @@ impl Experiment {
                 let v: Vec<String> = SYNTH_SCALES.iter().map(|s| s.to_string()).collect();
                 one_of(&at.clone().key("suite_scale"), "scale", s, &v)?;
             }
+            sweep_ok(at.clone().key("seed_pretrain"), &p.seed_pretrain)?;
             if p.batch_size == 0 {
                 return Err((at.key("batch_size"), "must be at least 1".into()));
             }
@@ -643,17 +684,19 @@ impl Experiment {
             &self.experts.objectives,
             known,
         )?;
-        one_of(
-            &root("experts").key("sharing"),
-            "sharing variant",
-            &self.experts.sharing,
-            &known.sharings,
-        )?;
-        if self.experts.sharing == "shared" {
-            return Err((
-                root("experts").key("sharing"),
-                "the experts' model must have experts (not `shared`)".into(),
-            ));
+        sweep_ok(root("experts").key("sharing"), &self.experts.sharing)?;
+        for (i, sharing) in self.experts.sharing.values().iter().enumerate() {
+            let at = match &self.experts.sharing {
+                OneOrMany::One(_) => root("experts").key("sharing"),
+                OneOrMany::Many(_) => root("experts").key("sharing").index(i),
+            };
+            one_of(&at, "sharing variant", sharing, &known.sharings)?;
+            if sharing == "shared" {
+                return Err((
+                    at,
+                    "the experts' model must have experts (not `shared`)".into(),
+                ));
+            }
         }
         let mut names = BTreeSet::new();
         for (i, m) in self.merges.iter().enumerate() {

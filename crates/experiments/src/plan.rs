@@ -1,17 +1,22 @@
 //! An experiment file and a profile, expanded into a DAG of stages, each keyed by
 //! [`StageKey::compute`] of its kind, its fully resolved config and its inputs' keys.
 //!
-//! Per training seed `s` (the suite is shared by all seeds):
+//! Per training seed `s` and arm `a` (a seed budget × an experts sharing variant; most
+//! experiments have one arm; the suite is shared by all):
 //!
 //! ```text
-//! suite ─▶ seed(s) ─▶ experts(s) ─▶ merge(s, m) for each expanded merge m ─▶ distance(s, m)
-//!            │            │              (task-vector merges also read seed(s))
-//!            └──────────▶ baseline(s)
-//! models(s) = experts, baseline, each merge
-//!   each model ─▶ finetune(s, model, task) ─▶ eval(s, model, task)   for each task
-//!   seed and each model ─▶ zeroshot(s, model)                        when zero_shot
+//! suite ─▶ seed(s, budget) ─▶ experts(s, a) ─▶ merge(s, a, m) for each expanded merge m
+//!            │                   │  (task-vector merges also read seed(s, budget))
+//!            │                   └─▶ distance(s, a): vision vs text expert weights
+//!            └──────────────────▶ baseline(s, budget)
+//! models(s, a) = experts, baseline, each merge
+//!   each model ─▶ finetune(s, a, model, task) ─▶ eval(s, a, model, task)   for each task
+//!   seed and each model ─▶ zeroshot(s, a, model)                           when zero_shot
 //! every eval, zeroshot and distance ─▶ report
 //! ```
+//!
+//! Stages with the same kind and key are one stage: the arms of a sharing sweep share their
+//! W0 and baseline.
 //!
 //! A stage's config holds everything that determines its output and nothing that does not
 //! (no names, paths of the run store or thread counts): renaming a merge keeps its key;
@@ -25,6 +30,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{BaseSpec, ExperimentFile, MergeSpec, ParamSpec, Result, SuiteSpec};
 use crate::store::{Lookup, RunStore, StageKey};
+use crate::study::{Arm, MergeInfo, Role};
 
 /// The kinds of stage, in pipeline order. `name()` is the run store's folder
 /// (`runs/<kind>/<key>/`).
@@ -113,6 +119,8 @@ pub struct Stage {
 pub struct ResolvedMerge {
     /// The spec's name, with `[param=value, ...]` for swept parameters.
     pub name: String,
+    /// The spec's name alone.
+    pub spec: String,
     pub method: String,
     pub params: Vec<(String, f64)>,
     pub weights: Vec<(String, f64)>,
@@ -121,6 +129,16 @@ pub struct ResolvedMerge {
 }
 
 impl ResolvedMerge {
+    /// The merge as the report sees it.
+    pub fn role(&self) -> Role {
+        Role::Merge(MergeInfo {
+            spec: self.spec.clone(),
+            method: self.method.clone(),
+            params: self.params.clone(),
+            weights: self.weights.clone(),
+        })
+    }
+
     fn config(&self, seed: u64) -> Value {
         let obj = |v: &[(String, f64)]| {
             Value::Object(v.iter().map(|(k, x)| (k.clone(), json!(x))).collect())
@@ -179,6 +197,7 @@ pub fn expand_merge(spec: &MergeSpec) -> Vec<ResolvedMerge> {
         };
         ResolvedMerge {
             name,
+            spec: spec.name.clone(),
             method: spec.method.clone(),
             params,
             weights,
@@ -217,19 +236,48 @@ pub fn expand_merge(spec: &MergeSpec) -> Vec<ResolvedMerge> {
     }
 }
 
-/// The stages of one experiment under one profile, in topological order.
+/// One model of the plan: a trained, merged or seed model of one seed and arm, with the
+/// stages that score it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanModel {
+    pub seed: u64,
+    /// Index into [`Plan::arms`].
+    pub arm: usize,
+    /// The model's name in tables (`experts`, `baseline`, `seed`, or the merge's name).
+    pub name: String,
+    pub role: Role,
+    /// The stage that makes the model.
+    pub stage: StageId,
+    /// (task, the eval stage of its fine-tuned model), in the file's task order.
+    pub evals: Vec<(String, StageId)>,
+    /// The zero-shot stage, when the experiment asks for zero-shot signals.
+    pub zero_shot: Option<StageId>,
+}
+
+/// The stages of one experiment under one profile, in topological order, with what each
+/// model and measurement is (for the report).
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub experiment: String,
     pub profile: String,
     pub stages: Vec<Stage>,
+    /// The arms (seed budget × experts sharing), budgets turning slowest.
+    pub arms: Vec<Arm>,
+    /// Every model of every seed and arm, in plan order (a stage shared by two arms, such as
+    /// the baseline of a sharing sweep, appears once per arm).
+    pub models: Vec<PlanModel>,
+    /// (seed, arm, the distance stage of that arm's experts).
+    pub distances: Vec<(u64, usize, StageId)>,
 }
 
 struct Builder {
     stages: Vec<Stage>,
+    index: std::collections::HashMap<(StageKind, StageKey), StageId>,
 }
 
 impl Builder {
+    /// Adds a stage, or returns the one with the same kind and key (arms share their W0,
+    /// baseline and suite).
     fn add(
         &mut self,
         kind: StageKind,
@@ -240,6 +288,9 @@ impl Builder {
     ) -> StageId {
         let keys: Vec<StageKey> = inputs.iter().map(|i| self.stages[i.0].key).collect();
         let key = StageKey::compute(kind.name(), &config, &keys);
+        if let Some(id) = self.index.get(&(kind, key)) {
+            return *id;
+        }
         self.stages.push(Stage {
             kind,
             name,
@@ -248,7 +299,9 @@ impl Builder {
             inputs,
             key,
         });
-        StageId(self.stages.len() - 1)
+        let id = StageId(self.stages.len() - 1);
+        self.index.insert((kind, key), id);
+        id
     }
 }
 
@@ -266,7 +319,10 @@ impl Plan {
     pub fn build(file: &ExperimentFile, profile: &str) -> Result<Plan> {
         let e = &file.experiment;
         let p = file.profile(profile)?;
-        let mut b = Builder { stages: vec![] };
+        let mut b = Builder {
+            stages: vec![],
+            index: Default::default(),
+        };
 
         let suite_config = match &e.suite {
             SuiteSpec::Synthetic(s) => json!({"synthetic": {
@@ -279,7 +335,17 @@ impl Plan {
         let suite = b.add(StageKind::Suite, "suite".into(), None, suite_config, vec![]);
 
         let merges: Vec<ResolvedMerge> = e.merges.iter().flat_map(expand_merge).collect();
-        let seed_steps = e.seed_pretrain.steps.unwrap_or(p.seed_pretrain);
+        let budgets = p.seed_pretrain.values();
+        let sharings = e.experts.sharing.values();
+        let arms: Vec<Arm> = budgets
+            .iter()
+            .flat_map(|&seed_steps| {
+                sharings.iter().map(move |s| Arm {
+                    seed_steps,
+                    sharing: s.clone(),
+                })
+            })
+            .collect();
         let expert_steps = e.experts.steps.unwrap_or(p.experts);
         let baseline_steps = e
             .baseline
@@ -303,101 +369,143 @@ impl Plan {
         let expert_objs = objectives(&e.experts.objectives);
 
         let mut report_inputs = vec![];
+        let mut models = vec![];
+        let mut distances = vec![];
         for &s in &e.seeds {
-            let tag = format!("s{s}");
-            let w0 = b.add(
-                StageKind::Seed,
-                format!("{tag}/seed"),
-                Some(s),
-                pretrain("shared", "scratch", &seed_objs, seed_steps, s),
-                vec![suite],
-            );
-            let experts = b.add(
-                StageKind::Experts,
-                format!("{tag}/experts"),
-                Some(s),
-                pretrain(&e.experts.sharing, "expand", &expert_objs, expert_steps, s),
-                vec![suite, w0],
-            );
-            // (model stage, its name in tables, its sharing variant)
-            let mut models = vec![(experts, "experts".to_string(), e.experts.sharing.clone())];
-            if e.baseline.is_some() {
-                let baseline = b.add(
-                    StageKind::Baseline,
-                    format!("{tag}/baseline"),
+            for (arm_index, arm) in arms.iter().enumerate() {
+                // Names carry the arm's swept parts only.
+                let budget_tag = if budgets.len() > 1 {
+                    format!("/w0-{}", arm.seed_steps)
+                } else {
+                    String::new()
+                };
+                let sharing_tag = if sharings.len() > 1 {
+                    format!("/{}", arm.sharing)
+                } else {
+                    String::new()
+                };
+                let w0_tag = format!("s{s}{budget_tag}");
+                let tag = format!("{w0_tag}{sharing_tag}");
+                let w0 = b.add(
+                    StageKind::Seed,
+                    format!("{w0_tag}/seed"),
                     Some(s),
-                    pretrain("shared", "checkpoint", &expert_objs, baseline_steps, s),
+                    pretrain("shared", "scratch", &seed_objs, arm.seed_steps, s),
+                    vec![suite],
+                );
+                let experts = b.add(
+                    StageKind::Experts,
+                    format!("{tag}/experts"),
+                    Some(s),
+                    pretrain(&arm.sharing, "expand", &expert_objs, expert_steps, s),
                     vec![suite, w0],
                 );
-                models.push((baseline, "baseline".into(), "shared".into()));
-            }
-            for m in &merges {
-                let mut inputs = vec![experts];
-                if m.base == Some(BaseSpec::Seed) {
-                    inputs.push(w0);
+                // (model stage, its name in tables, its role, its sharing variant)
+                let mut arm_models = vec![(
+                    experts,
+                    "experts".to_string(),
+                    Role::Experts,
+                    arm.sharing.clone(),
+                )];
+                if e.baseline.is_some() {
+                    let baseline = b.add(
+                        StageKind::Baseline,
+                        format!("{w0_tag}/baseline"),
+                        Some(s),
+                        pretrain("shared", "checkpoint", &expert_objs, baseline_steps, s),
+                        vec![suite, w0],
+                    );
+                    arm_models.push((baseline, "baseline".into(), Role::Baseline, "shared".into()));
                 }
-                let merge = b.add(
-                    StageKind::Merge,
-                    format!("{tag}/merge/{}", m.name),
-                    Some(s),
-                    m.config(s),
-                    inputs,
-                );
                 if !e.distances.is_empty() {
+                    // Every metric of the distance registry is computed; the file's list
+                    // says which the report shows, so it is not part of the key.
                     let d = b.add(
                         StageKind::Distance,
-                        format!("{tag}/distance/{}", m.name),
+                        format!("{tag}/distance"),
                         Some(s),
-                        json!({"metrics": e.distances}),
-                        vec![w0, experts, merge],
+                        json!({"between": ["vision", "text"], "modes": ["raw", "task_vector"]}),
+                        vec![w0, experts],
                     );
                     report_inputs.push(d);
+                    distances.push((s, arm_index, d));
                 }
-                models.push((merge, m.name.clone(), "shared".into()));
-            }
-            if e.zero_shot {
-                let all = std::iter::once((w0, "seed".to_string()))
-                    .chain(models.iter().map(|(id, name, _)| (*id, name.clone())));
-                for (id, name) in all {
-                    let z = b.add(
-                        StageKind::Zeroshot,
-                        format!("{tag}/zeroshot/{name}"),
+                for m in &merges {
+                    let mut inputs = vec![experts];
+                    if m.base == Some(BaseSpec::Seed) {
+                        inputs.push(w0);
+                    }
+                    let merge = b.add(
+                        StageKind::Merge,
+                        format!("{tag}/merge/{}", m.name),
                         Some(s),
-                        json!({"signals": "retrieval", "split": "test"}),
-                        vec![suite, id],
+                        m.config(s),
+                        inputs,
                     );
-                    report_inputs.push(z);
+                    arm_models.push((merge, m.name.clone(), m.role(), "shared".into()));
                 }
-            }
-            for (model, name, sharing) in &models {
-                for task in &e.tasks {
-                    let steps = p.finetune_tasks.get(task).copied().unwrap_or(p.finetune);
-                    let ft = b.add(
-                        StageKind::Finetune,
-                        format!("{tag}/finetune/{name}/{task}"),
-                        Some(s),
-                        json!({
-                            "preset": e.preset,
-                            "sharing": sharing,
-                            "task": task,
-                            "steps": steps,
-                            "seed": s,
-                            "batch_size": p.batch_size,
-                            "lr": e.train.finetune_lr,
-                        }),
-                        vec![suite, *model],
-                    );
-                    let ev = b.add(
-                        StageKind::Eval,
-                        format!("{tag}/eval/{name}/{task}"),
-                        Some(s),
-                        json!({"task": task, "split": "test"}),
-                        vec![suite, ft],
-                    );
-                    report_inputs.push(ev);
+                let mut all = vec![];
+                if e.zero_shot {
+                    all.push((w0, "seed".to_string(), Role::Seed, "shared".to_string()));
+                }
+                all.extend(arm_models);
+                for (model, name, role, sharing) in all {
+                    let zero_shot = e.zero_shot.then(|| {
+                        let z = b.add(
+                            StageKind::Zeroshot,
+                            format!("{tag}/zeroshot/{name}"),
+                            Some(s),
+                            json!({"signals": "retrieval", "split": "test"}),
+                            vec![suite, model],
+                        );
+                        report_inputs.push(z);
+                        z
+                    });
+                    let mut evals = vec![];
+                    if role != Role::Seed {
+                        for task in &e.tasks {
+                            let steps = p.finetune_tasks.get(task).copied().unwrap_or(p.finetune);
+                            let ft = b.add(
+                                StageKind::Finetune,
+                                format!("{tag}/finetune/{name}/{task}"),
+                                Some(s),
+                                json!({
+                                    "preset": e.preset,
+                                    "sharing": sharing,
+                                    "task": task,
+                                    "steps": steps,
+                                    "seed": s,
+                                    "batch_size": p.batch_size,
+                                    "lr": e.train.finetune_lr,
+                                }),
+                                vec![suite, model],
+                            );
+                            let ev = b.add(
+                                StageKind::Eval,
+                                format!("{tag}/eval/{name}/{task}"),
+                                Some(s),
+                                json!({"task": task, "split": "test", "sharing": sharing}),
+                                vec![suite, ft],
+                            );
+                            report_inputs.push(ev);
+                            evals.push((task.clone(), ev));
+                        }
+                    }
+                    models.push(PlanModel {
+                        seed: s,
+                        arm: arm_index,
+                        name,
+                        role,
+                        stage: model,
+                        evals,
+                        zero_shot,
+                    });
                 }
             }
         }
+        // A stage shared by arms is read once.
+        let mut seen = std::collections::HashSet::new();
+        report_inputs.retain(|id| seen.insert(*id));
         b.add(
             StageKind::Report,
             "report".into(),
@@ -415,6 +523,9 @@ impl Plan {
             experiment: e.name.clone(),
             profile: profile.to_string(),
             stages: b.stages,
+            arms,
+            models,
+            distances,
         })
     }
 

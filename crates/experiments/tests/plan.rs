@@ -111,7 +111,8 @@ fn quickstart_parses_and_plans() {
             (StageKind::Baseline, 1),
             // interpolation × 3 (α sweep) + modality arithmetic
             (StageKind::Merge, 4),
-            (StageKind::Distance, 4),
+            // the experts' vision vs text weights
+            (StageKind::Distance, 1),
             // 6 models (experts, baseline, 4 merges) × 3 tasks
             (StageKind::Finetune, 18),
             (StageKind::Eval, 18),
@@ -120,14 +121,19 @@ fn quickstart_parses_and_plans() {
             (StageKind::Report, 1),
         ]
     );
-    assert_eq!(p.stages.len(), 56);
+    assert_eq!(p.stages.len(), 53);
     // Topological: every input comes before its reader; the report reads every leaf.
     for (i, s) in p.stages.iter().enumerate() {
         assert!(s.inputs.iter().all(|j| j.0 < i), "{}", s.name);
     }
     let report = p.stages.last().unwrap();
     assert_eq!(report.kind, StageKind::Report);
-    assert_eq!(report.inputs.len(), 4 + 18 + 7);
+    assert_eq!(report.inputs.len(), 1 + 18 + 7);
+    // The report's bookkeeping: W0 and 6 models, 18 evals, one distance.
+    assert_eq!(p.models.len(), 7);
+    assert_eq!(p.models.iter().map(|m| m.evals.len()).sum::<usize>(), 18);
+    assert_eq!(p.distances.len(), 1);
+    assert_eq!(p.arms.len(), 1);
     // No two stages share a key.
     let keys: BTreeSet<_> = p.stages.iter().map(|s| (s.kind, s.key)).collect();
     assert_eq!(keys.len(), p.stages.len());
@@ -210,12 +216,16 @@ fn one_merge_parameter_changes_exactly_its_downstream() {
     let kinds: Vec<StageKind> = down.iter().map(|&i| a.stages[i].kind).collect();
     let count = |k| kinds.iter().filter(|&&x| x == k).count();
     assert_eq!(count(StageKind::Merge), 1);
-    assert_eq!(count(StageKind::Distance), 1);
+    assert_eq!(
+        count(StageKind::Distance),
+        0,
+        "distances are of the experts"
+    );
     assert_eq!(count(StageKind::Zeroshot), 1);
     assert_eq!(count(StageKind::Finetune), 3);
     assert_eq!(count(StageKind::Eval), 3);
     assert_eq!(count(StageKind::Report), 1);
-    assert_eq!(kinds.len(), 10);
+    assert_eq!(kinds.len(), 9);
 }
 
 #[test]
@@ -255,11 +265,75 @@ fn sweeps_expand() {
     assert_eq!(seeds.count(StageKind::Merge), 12);
     assert_eq!(seeds.count(StageKind::Suite), 1);
     assert_eq!(seeds.count(StageKind::Report), 1);
-    assert_eq!(seeds.stages.len(), 1 + 3 * 54 + 1);
+    assert_eq!(seeds.stages.len(), 1 + 3 * 51 + 1);
     // zip with unequal lengths is an error.
     let err = parse(&edit(&text, "text: [0.75, 0.5, 0.25]", "text: [0.75, 0.5]")).unwrap_err();
     assert!(err.to_string().contains("one length"), "{err}");
     assert_eq!(err.line(), Some(line_with(&text, "zip: true")));
+}
+
+#[test]
+fn arms_sweep_seed_budgets_and_sharing_and_share_what_they_can() {
+    let text = quickstart_text();
+    // Three seed budgets: three chains, each with its own W0, experts, baseline.
+    let t = edit(
+        &text,
+        "    seed_pretrain: 300\n",
+        "    seed_pretrain: [0, 150, 300]\n",
+    );
+    let p = plan(&t);
+    assert_eq!(p.arms.len(), 3);
+    assert_eq!(p.count(StageKind::Seed), 3);
+    assert_eq!(p.count(StageKind::Baseline), 3);
+    assert_eq!(p.count(StageKind::Distance), 3);
+    assert_eq!(p.stages.len(), 1 + 3 * 51 + 1);
+    let w0 = &p.stages[index_of(&p, "s0/w0-150/seed")];
+    assert_eq!(w0.config["steps"], 150);
+    // The 300-step arm is the one-arm plan's chain, key for key.
+    let one = plan(&text);
+    assert_eq!(
+        p.stages[index_of(&p, "s0/w0-300/merge/modality-arithmetic")].key,
+        one.stages[index_of(&one, "s0/merge/modality-arithmetic")].key
+    );
+    // Two sharing variants: one W0 and one baseline, two experts models.
+    let t = edit(
+        &text,
+        "sharing: all_specific",
+        "sharing: [all_specific, custom_attn]",
+    );
+    let p = plan(&t);
+    assert_eq!(p.arms.len(), 2);
+    assert_eq!(p.count(StageKind::Seed), 1);
+    assert_eq!(p.count(StageKind::Baseline), 1);
+    assert_eq!(p.count(StageKind::Experts), 2);
+    let e = &p.stages[index_of(&p, "s0/custom_attn/experts")];
+    assert_eq!(e.config["sharing"], "custom_attn");
+    // The shared baseline's models appear in both arms, reading one stage.
+    let baselines: Vec<_> = p.models.iter().filter(|m| m.name == "baseline").collect();
+    assert_eq!(baselines.len(), 2);
+    assert_eq!(baselines[0].stage, baselines[1].stage);
+    assert_ne!(baselines[0].arm, baselines[1].arm);
+    // Every stage once, inputs before readers, the report reads each leaf once.
+    let keys: BTreeSet<_> = p.stages.iter().map(|s| (s.kind, s.key)).collect();
+    assert_eq!(keys.len(), p.stages.len());
+    let report = p.stages.last().unwrap();
+    let inputs: BTreeSet<_> = report.inputs.iter().collect();
+    assert_eq!(inputs.len(), report.inputs.len());
+    // A sweep value twice is an error at its line.
+    let t = edit(
+        &text,
+        "sharing: all_specific",
+        "sharing: [all_specific, all_specific]",
+    );
+    let err = parse(&t).unwrap_err();
+    assert!(err.to_string().contains("appears twice"), "{err}");
+    let t = edit(
+        &text,
+        "sharing: all_specific",
+        "sharing: [all_specific, shared]",
+    );
+    let err = parse(&t).unwrap_err();
+    assert!(err.to_string().contains("not `shared`"), "{err}");
 }
 
 #[test]
@@ -276,7 +350,7 @@ fn one_line_switches_to_the_real_asset_suite() {
         Some(PathBuf::from("/cache/suites/real-assets"))
     );
     let p = Plan::build(&f, "quick").unwrap();
-    assert_eq!(p.stages.len(), 56);
+    assert_eq!(p.stages.len(), 53);
 }
 
 #[test]
@@ -397,7 +471,7 @@ fn dry_run_reports_what_is_cached() {
     assert!(lines[0].contains(&p.stages[0].key.hex()[..12]), "{out}");
     assert_eq!(
         lines[p.stages.len()],
-        "56 stages: 0 cached, 56 to run, 0 corrupt (recomputed)"
+        "53 stages: 0 cached, 53 to run, 0 corrupt (recomputed)"
     );
 
     // Write the seed stage.
@@ -423,7 +497,7 @@ fn dry_run_reports_what_is_cached() {
         assert!(lines[i].ends_with(want), "{}", lines[i]);
     }
     assert!(
-        out.ends_with("56 stages: 1 cached, 55 to run, 0 corrupt (recomputed)\n"),
+        out.ends_with("53 stages: 1 cached, 52 to run, 0 corrupt (recomputed)\n"),
         "{out}"
     );
 
