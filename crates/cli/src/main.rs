@@ -86,6 +86,9 @@ enum Command {
     Train(torch::Args),
     /// Score a checkpoint on a task split (runs in mmerge-torch).
     Eval(torch::Args),
+    /// Run a whole experiment from one YAML file, reusing what the run store holds, and
+    /// write its report (runs in mmerge-torch): `mmerge run experiments/quickstart.yaml`.
+    Run(torch::Args),
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -238,6 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => return torch::hand_off("doctor", args),
         Command::Train(args) => return torch::hand_off("train", args),
         Command::Eval(args) => return torch::hand_off("eval", args),
+        Command::Run(args) => return torch::hand_off("run", args),
     }
     Ok(ExitCode::SUCCESS)
 }

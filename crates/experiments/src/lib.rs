@@ -11,6 +11,7 @@
 pub mod config;
 pub mod plan;
 pub mod report;
+pub mod run;
 pub mod stats;
 pub mod store;
 pub mod study;

@@ -76,6 +76,26 @@ impl Expert {
 }
 
 impl Sharing {
+    /// Every variant, the modality-agnostic one first.
+    pub const ALL: [Sharing; 5] = [
+        Sharing::Shared,
+        Sharing::AllSpecific,
+        Sharing::CustomAttn,
+        Sharing::CustomFfn,
+        Sharing::CustomLn,
+    ];
+
+    /// The variant's name in configs and recipes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sharing::Shared => "shared",
+            Sharing::AllSpecific => "all_specific",
+            Sharing::CustomAttn => "custom_attn",
+            Sharing::CustomFfn => "custom_ffn",
+            Sharing::CustomLn => "custom_ln",
+        }
+    }
+
     /// Whether `part` is modality-specific under this sharing.
     pub fn is_specific(self, part: Part) -> bool {
         match self {
@@ -317,6 +337,19 @@ impl MultiwayConfig {
             self.layer_experts(i).to_vec()
         } else {
             vec![Expert::Shared]
+        }
+    }
+}
+
+#[cfg(test)]
+mod sharing_names {
+    use super::Sharing;
+
+    #[test]
+    fn names_are_the_serde_names() {
+        for s in Sharing::ALL {
+            let json = serde_json::to_value(s).ok();
+            assert_eq!(json, Some(serde_json::Value::String(s.name().into())));
         }
     }
 }

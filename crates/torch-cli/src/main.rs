@@ -1,10 +1,12 @@
-//! `mmerge-torch`: the `mmerge` commands that run on libtorch (`encode`, `doctor`, `train`, `eval`). Users type
+//! `mmerge-torch`: the `mmerge` commands that run on libtorch (`encode`, `doctor`, `train`, `eval`, `run`). Users type
 //! `mmerge encode …`: the `mmerge` binary links no libtorch, so that merging, distances and the
 //! data commands start in milliseconds, and hands these commands to this executable, which it
 //! finds beside itself (`crates/cli/src/torch.rs`). The usage lines therefore say `mmerge`.
 
 mod doctor;
 mod encode;
+mod run;
+mod stages;
 mod train;
 
 use std::path::PathBuf;
@@ -65,6 +67,9 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run a whole experiment (experiments/*.yaml): every stage not yet in the run store,
+    /// then the report in results/<experiment>/.
+    Run(run::Args),
     /// Score a checkpoint on a task split: `eval RECIPE` or `eval --checkpoint --task --suite`.
     Eval {
         recipe: Option<PathBuf>,
@@ -126,6 +131,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             suite,
             split,
         }),
+        Command::Run(args) => {
+            if !run::run(args)? {
+                anyhow::bail!("some stages did not finish (see above)");
+            }
+            Ok(())
+        }
         Command::Doctor => {
             println!("{}", doctor::report()?);
             Ok(())

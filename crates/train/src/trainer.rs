@@ -239,7 +239,7 @@ pub fn model_config(recipe: &Recipe) -> Result<MultiwayConfig> {
     .map_err(|_| TrainError::Unknown {
         what: "sharing",
         name: recipe.model.sharing.clone(),
-        valid: "shared, all_specific, custom_attn, custom_ffn, custom_ln".into(),
+        valid: Sharing::ALL.map(Sharing::name).join(", "),
     })?;
     match (&recipe.model.preset, &recipe.model.config) {
         (Some(p), _) => MultiwayConfig::preset(p, sharing).ok_or_else(|| TrainError::Unknown {
