@@ -2,7 +2,8 @@
 //! recipe (arXiv 2304.14933) at any scale. A [`recipe::Recipe`] (YAML) names the suite, the
 //! model and its initialisation, and either pre-training objectives or a downstream task;
 //! [`trainer::train`] runs it with resumable checkpoints and one logging sink, and
-//! [`trainer::evaluate`] scores a checkpoint on a task.
+//! [`trainer::evaluate`] scores a checkpoint on a task ([`trainer::evaluate_detailed`] adds
+//! the per-item values of each score, for paired comparisons).
 //!
 //! - [`input`]: items → decoded samples → the one model input type;
 //! - [`net`]: the encoder and its heads, initialised from scratch, a checkpoint, a `shared`

@@ -42,7 +42,7 @@ use crate::net::{Init, Net};
 use crate::objectives::{Objective, StepCache, objective_def};
 use crate::recipe::Recipe;
 use crate::state::{self, Meta};
-use crate::tasks::{Scores, Task, TaskData, task_def};
+use crate::tasks::{Evaluated, Scores, Task, TaskData, task_def};
 use crate::zeroshot;
 
 /// What the run trains on.
@@ -684,15 +684,27 @@ pub fn eval_data(p: &Prepared) -> EvalData {
     }
 }
 
-/// Scores the prepared network, as initialised, on the recipe's evaluation splits.
+/// Scores the prepared network, as initialised, on the recipe's evaluation splits: split
+/// name → scores ([`evaluate_detailed`] without the per-item values).
 pub fn evaluate(p: &Prepared) -> Result<BTreeMap<String, Scores>> {
+    Ok(evaluate_detailed(p)?
+        .into_iter()
+        .map(|(split, e)| (split, e.scores))
+        .collect())
+}
+
+/// Evaluates the prepared network, as initialised, on the recipe's evaluation splits: split
+/// name → its [`Evaluated`], the scores and, for each score that is a mean over the split's
+/// items, the per-item values in the split's item order (for paired comparisons of two
+/// models on one split). The scores are those [`evaluate`] returns, bit for bit.
+pub fn evaluate_detailed(p: &Prepared) -> Result<BTreeMap<String, Evaluated>> {
     let data = eval_data(p);
     p.eval
         .iter()
         .map(|(split, ex)| {
             Ok((
                 split.clone(),
-                evaluate_work(&p.work, &p.net, &data, ex, p.recipe.seed)?,
+                evaluate_work_detailed(&p.work, &p.net, &data, ex, p.recipe.seed)?,
             ))
         })
         .collect()
@@ -745,9 +757,7 @@ pub fn work_loss(
     }
 }
 
-/// Scores of the network on a split: the task's evaluation, or for pre-training the
-/// zero-shot signals (ITC retrieval recall when the run has the ITC head, and the held-out
-/// loss of every objective).
+/// Scores of the network on a split: [`evaluate_work_detailed`] without the per-item values.
 pub fn evaluate_work(
     work: &Work,
     net: &Net,
@@ -755,6 +765,19 @@ pub fn evaluate_work(
     examples: &Examples,
     seed: u64,
 ) -> Result<Scores> {
+    Ok(evaluate_work_detailed(work, net, data, examples, seed)?.scores)
+}
+
+/// Evaluation of the network on a split: the task's evaluation, or for pre-training the
+/// zero-shot signals (ITC retrieval recall when the run has the ITC head, with its per-query
+/// items, and the held-out loss of every objective, which has none).
+pub fn evaluate_work_detailed(
+    work: &Work,
+    net: &Net,
+    data: &EvalData,
+    examples: &Examples,
+    seed: u64,
+) -> Result<Evaluated> {
     match work {
         Work::Finetune { head, .. } => head.evaluate(net, data, examples),
         Work::Pretrain {
@@ -768,9 +791,9 @@ pub fn evaluate_work(
                     "pre-training is evaluated on a retrieval split".into(),
                 ));
             };
-            let mut s = Scores::new();
+            let mut e = Evaluated::default();
             if net.itc().is_ok() {
-                s.extend(zeroshot::retrieval_recall(net, data, split)?);
+                e.extend(zeroshot::retrieval_recall(net, data, split)?);
             }
             let weighted: Vec<zeroshot::Weighted<'_>> = objectives
                 .iter()
@@ -780,7 +803,7 @@ pub fn evaluate_work(
                     objective: o.as_ref(),
                 })
                 .collect();
-            s.extend(zeroshot::heldout_loss(
+            e.extend_scores(zeroshot::heldout_loss(
                 net,
                 data,
                 split,
@@ -792,7 +815,7 @@ pub fn evaluate_work(
                     mim_ratio: *mim_ratio,
                 },
             )?);
-            Ok(s)
+            Ok(e)
         }
     }
 }

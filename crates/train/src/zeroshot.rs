@@ -7,7 +7,9 @@
 //!   projections; recall@1/5/10 in both directions from cosine similarity
 //!   (`mmerge_data::score::embedding`: shared captions count as hits, ties count against the
 //!   query). Scores `ir_r{1,5,10}` (text → image), `tr_r{1,5,10}` (image → text) and
-//!   `r_mean`, their mean: the retrieval task's evaluation, `tasks::retrieval::recall`.
+//!   `r_mean`, their mean: the retrieval task's evaluation, `tasks::retrieval::recall`, with
+//!   the same per-query hits as per-item values (`ir_r*`: one per caption, `tr_r*`: one per
+//!   image; see [`Evaluated`]).
 //! - [`heldout_loss`]: the pre-training loss Σ_k w_k L_k on a held-out split's pairs, with
 //!   a fixed seed and step so that every compared model sees the same masks and draws its
 //!   negatives from the same stream: `heldout_<objective>` per objective and `heldout_total`.
@@ -18,11 +20,12 @@ use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::net::Net;
 use crate::objectives::{DEFAULT_MASK_PROB, DEFAULT_MIM_RATIO, Objective, StepCache};
-use crate::tasks::Scores;
 use crate::tasks::retrieval::{pair_items, recall};
+use crate::tasks::{Evaluated, Scores};
 
-/// ITC retrieval recall@1/5/10 in both directions on `split` (see the module docs).
-pub fn retrieval_recall(net: &Net, data: &EvalData, split: &RetrievalSplit) -> Result<Scores> {
+/// ITC retrieval recall@1/5/10 in both directions on `split`, with each query's hit as the
+/// per-item values (see the module docs).
+pub fn retrieval_recall(net: &Net, data: &EvalData, split: &RetrievalSplit) -> Result<Evaluated> {
     recall(net, data, split)
 }
 

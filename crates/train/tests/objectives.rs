@@ -337,7 +337,9 @@ fn mim_is_zero_when_the_head_predicts_the_masked_patches_and_ignores_the_others(
 
 mod zeroshot {
     use mmerge_data::formats::captions::RetrievalSplit;
-    use mmerge_data::score::retrieval::{image_to_text_recall, text_to_image_recall};
+    use mmerge_data::score::retrieval::{
+        image_to_text_ranks, image_to_text_recall, text_to_image_ranks, text_to_image_recall,
+    };
     use mmerge_data::suite::{Examples, Suite};
     use mmerge_data::synth::{Scale, SynthConfig, generate};
     use mmerge_data::tokenize::Tokenizer;
@@ -399,7 +401,8 @@ mod zeroshot {
     fn retrieval_recall_matches_the_full_itc_matrix() {
         let (_dir, split, data) = data();
         let (net, _) = net_with(&["itc"]);
-        let s = retrieval_recall(&net, &data, &split).unwrap();
+        let e = retrieval_recall(&net, &data, &split).unwrap();
+        let s = &e.scores;
         let names: Vec<&str> = s.keys().map(String::as_str).collect();
         assert_eq!(
             names,
@@ -443,6 +446,23 @@ mod zeroshot {
         }
         let mean = (ir.iter().sum::<f64>() + tr.iter().sum::<f64>()) / 6.0;
         assert!((s["r_mean"] - mean).abs() < 1e-12);
+        // Per-item values: each query's hit within k, by the ranks on the same matrix.
+        let ir_ranks = text_to_image_ranks(&split, &m).unwrap();
+        let tr_ranks = image_to_text_ranks(&split, &m).unwrap();
+        let hits = |ranks: &[usize], k: usize| -> Vec<f64> {
+            ranks.iter().map(|&r| f64::from(u8::from(r < k))).collect()
+        };
+        let items: Vec<&str> = e.items.keys().map(String::as_str).collect();
+        assert_eq!(
+            items,
+            ["ir_r1", "ir_r10", "ir_r5", "tr_r1", "tr_r10", "tr_r5"]
+        );
+        for k in ks {
+            assert_eq!(e.items[&format!("ir_r{k}")], hits(&ir_ranks, k), "ir_r{k}");
+            assert_eq!(e.items[&format!("tr_r{k}")], hits(&tr_ranks, k), "tr_r{k}");
+        }
+        assert_eq!(ir_ranks.len(), split.captions.len());
+        assert_eq!(tr_ranks.len(), split.images.len());
         // No ITC head: an error, not a score.
         let (bare, _) = net_with(&["mim"]);
         assert!(retrieval_recall(&bare, &data, &split).is_err());

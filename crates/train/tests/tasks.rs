@@ -1,6 +1,7 @@
 //! Every task kind end to end on a tiny synthetic suite and the `tiny` preset: build, items,
 //! evaluation batches, a finite loss whose gradient reaches the head, and evaluation scores
-//! (exactly the declared names, in [0, 1]); hand-worked checks where they prove behaviour.
+//! (exactly the declared names, in [0, 1]) with their per-item values (one per question,
+//! query or example, whose mean is the score); hand-worked checks where they prove behaviour.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use mmerge_data::formats::captions::RetrievalSplit;
+use mmerge_data::image::ImageRef;
 use mmerge_data::score::segment::IGNORE;
 use mmerge_data::score::{Confusion, recall_at_k};
 use mmerge_data::suite::{Examples, Split, Suite, TaskKind};
@@ -19,7 +21,8 @@ use mmerge_models::config::{MultiwayConfig, Sharing};
 use mmerge_train::eval::EvalData;
 use mmerge_train::input::{Collator, Item, ModelBatch, Targets};
 use mmerge_train::net::Net;
-use mmerge_train::tasks::{Task, TaskData, task_def};
+use mmerge_train::tasks::retrieval::recall_from_embeddings;
+use mmerge_train::tasks::{Evaluated, Task, TaskData, mean, task_def};
 use tch::{Device, Kind, Tensor};
 
 struct Fixture {
@@ -153,18 +156,74 @@ fn check_loss(kind: TaskKind, name: &str, head: &str, names: &[&str]) -> f64 {
 }
 
 /// Evaluates a fresh network on the validation split: exactly the declared score names, each
-/// in [0, 1].
-fn check_evaluate(kind: TaskKind, name: &str) -> BTreeMap<String, f64> {
+/// in [0, 1], and the per-item values [`check_items`] expects.
+fn check_evaluate(kind: TaskKind, name: &str) -> Evaluated {
     let (net, task, _) = build(kind, name);
     let val = split(name, Split::Val);
-    let scores = task.evaluate(&net, &eval_data(8), &val).unwrap();
+    let e = task.evaluate(&net, &eval_data(8), &val).unwrap();
     let mut want: Vec<&str> = task_def(kind).unwrap().scores.to_vec();
     want.sort();
-    assert_eq!(scores.keys().map(String::as_str).collect::<Vec<_>>(), want);
-    for (k, v) in &scores {
+    assert_eq!(
+        e.scores.keys().map(String::as_str).collect::<Vec<_>>(),
+        want
+    );
+    for (k, v) in &e.scores {
         assert!((0.0..=1.0).contains(v), "{name}: {k} = {v}");
     }
-    scores
+    check_items(&val, &e);
+    e
+}
+
+/// The per-item values of an evaluation of `split`: exactly the scores that are means over
+/// items (VQA: `vqa_score` per question; retrieval: `ir_r*` per caption, `tr_r*` per image;
+/// classification and NLVR2: `accuracy` per example; segmentation: none), one value per
+/// item, each in [0, 1] (0 or 1 where it is a hit or a correct answer), with the score as
+/// their mean.
+fn check_items(split: &Examples, e: &Evaluated) {
+    let want: Vec<(&str, usize)> = match split {
+        Examples::Vqa { examples, .. } => vec![("vqa_score", examples.len())],
+        Examples::Retrieval(s) => {
+            let (c, i) = (s.captions.len(), s.images.len());
+            vec![
+                ("ir_r1", c),
+                ("ir_r10", c),
+                ("ir_r5", c),
+                ("tr_r1", i),
+                ("tr_r10", i),
+                ("tr_r5", i),
+            ]
+        }
+        Examples::Nlvr2(_) | Examples::ImageCls(_) | Examples::TextCls(_) => {
+            vec![("accuracy", split.len())]
+        }
+        Examples::Segmentation(_) => vec![],
+    };
+    let got: Vec<(&str, usize)> = e.items.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    assert_eq!(got, want);
+    for (k, v) in &e.items {
+        assert!(!v.is_empty(), "{k}: no items");
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        assert!(
+            (m - e.scores[k]).abs() <= 1e-12,
+            "{k}: mean {m}, score {}",
+            e.scores[k]
+        );
+        assert_eq!(mean(v), e.scores[k], "{k}");
+        if k == "vqa_score" {
+            assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{k}: {v:?}");
+        } else {
+            assert!(v.iter().all(|&x| x == 0.0 || x == 1.0), "{k}: {v:?}");
+        }
+    }
+    if let Examples::Retrieval(_) = split {
+        // A query that hits within 1 hits within 5 and 10.
+        for dir in ["ir", "tr"] {
+            let r = |k: usize| &e.items[&format!("{dir}_r{k}")];
+            for q in 0..r(1).len() {
+                assert!(r(1)[q] <= r(5)[q] && r(5)[q] <= r(10)[q], "{dir} query {q}");
+            }
+        }
+    }
 }
 
 const CLASSIFIER: [&str; 6] = [
@@ -242,10 +301,17 @@ fn image_cls_loss_and_accuracy_match_the_class_token_by_hand() {
         unreachable!()
     };
     s.examples.truncate(8);
-    let scores = task
+    let e = task
         .evaluate(&net, &eval_data(8), &Examples::ImageCls(s))
         .unwrap();
-    assert_eq!(scores["accuracy"], correct as f64 / 8.0);
+    assert_eq!(e.scores["accuracy"], correct as f64 / 8.0);
+    // Per example, in split order: 1 where the arg-max class is the label.
+    let right: Vec<f64> = pred
+        .iter()
+        .zip(&lab)
+        .map(|(p, l)| if p == l { 1.0 } else { 0.0 })
+        .collect();
+    assert_eq!(e.items["accuracy"], right);
 }
 
 #[test]
@@ -430,7 +496,10 @@ fn segmentation_scores_match_a_confusion_matrix_by_hand() {
             .collect()
     };
     c.add(&bytes(&pred), &bytes(&labels)).unwrap();
-    let scores = task.evaluate(&net, &eval_data(8), &one).unwrap();
+    let e = task.evaluate(&net, &eval_data(8), &one).unwrap();
+    // Neither score is a mean over images: no per-item values.
+    assert!(e.items.is_empty(), "{:?}", e.items.keys());
+    let scores = e.scores;
     assert_eq!(scores["miou"], c.mean_iou());
     assert_eq!(scores["pixel_accuracy"], c.pixel_accuracy());
     // Pixel accuracy from the raw maps, without the confusion matrix.
@@ -466,7 +535,7 @@ fn retrieval_loss_reaches_the_itc_head() {
 
 #[test]
 fn retrieval_evaluates_recall_both_ways() {
-    let s = check_evaluate(TaskKind::Retrieval, "retrieval");
+    let s = check_evaluate(TaskKind::Retrieval, "retrieval").scores;
     let six = ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10"];
     let mean = six.iter().map(|k| s[*k]).sum::<f64>() / 6.0;
     assert!(close(s["r_mean"], mean));
@@ -546,17 +615,84 @@ fn retrieval_of_indistinguishable_images_ranks_every_hit_after_the_ties() {
         .map(|h| same.images.len() - h.len())
         .collect();
     // One batch, so that equal inputs give bit-equal rows.
-    let scores = task
-        .evaluate(&net, &eval_data(64), &Examples::Retrieval(same))
-        .unwrap();
+    let same = Examples::Retrieval(same);
+    let e = task.evaluate(&net, &eval_data(64), &same).unwrap();
+    check_items(&same, &e);
     for k in [1, 5, 10] {
-        assert_eq!(
-            scores[&format!("ir_r{k}")],
-            recall_at_k(&ranks, k),
-            "ir_r{k}"
-        );
+        let name = format!("ir_r{k}");
+        assert_eq!(e.scores[&name], recall_at_k(&ranks, k), "{name}");
+        // Each caption query hits within k exactly when its tie-broken rank is below k.
+        let hits: Vec<f64> = ranks
+            .iter()
+            .map(|&r| if r < k { 1.0 } else { 0.0 })
+            .collect();
+        assert_eq!(e.items[&name], hits, "{name}");
     }
-    assert_eq!(scores["ir_r1"], 0.0);
+    assert_eq!(e.scores["ir_r1"], 0.0);
+    assert!(e.items["ir_r1"].iter().all(|&x| x == 0.0));
+}
+
+/// A retrieval split of `owners.len()` captions (caption c belongs to image `owners[c]`,
+/// with text `texts[c]`) over `n` images (never read: the scores come from embeddings).
+fn hand_split(n: usize, texts: &[&str], owners: &[usize]) -> RetrievalSplit {
+    RetrievalSplit::new(
+        (0..n).map(|i| ImageRef::new(format!("{i}.png"))).collect(),
+        (0..n as u64).collect(),
+        texts.iter().map(|t| t.to_string()).collect(),
+        owners.to_vec(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn retrieval_items_are_each_querys_hit_with_ties_against_it() {
+    // Images i0 = (1, 0), i1 = (0, 1), i2 = (1, 0): i0 and i2 are indistinguishable.
+    // Captions c0 = (1, 0) of i0, c1 = (0, 1) of i1, c2 = (−1, 0) of i2, all distinct.
+    // Dot products s(c, i):      i0   i1   i2
+    //                      c0     1    0    1
+    //                      c1     0    1    0
+    //                      c2    −1    0   −1
+    // Text → image: c0's hit i0 ties with the non-hit i2 (the tie counts against it): rank 1;
+    // c1: rank 0; c2's hit i2 (−1) is beaten or tied by i1 (0) and i0 (−1): rank 2.
+    // Image → text: i0's hit c0 (1) beats c1 (0), c2 (−1): rank 0; i1's c1 (1): rank 0; i2's
+    // hit c2 (−1) is beaten by c0 (1) and c1 (0): rank 2.
+    let images = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0];
+    let texts = [1.0, 0.0, 0.0, 1.0, -1.0, 0.0];
+    let s = hand_split(
+        3,
+        &["a red square", "a blue disc", "a green star"],
+        &[0, 1, 2],
+    );
+    let e = recall_from_embeddings(&s, &images, &texts, 2).unwrap();
+    check_items(&Examples::Retrieval(s), &e);
+    assert_eq!(e.items["ir_r1"], [0.0, 1.0, 0.0]);
+    assert_eq!(e.items["ir_r5"], [1.0, 1.0, 1.0]);
+    assert_eq!(e.items["tr_r1"], [1.0, 1.0, 0.0]);
+    assert_eq!(e.items["tr_r5"], [1.0, 1.0, 1.0]);
+    assert_eq!(e.scores["ir_r1"], 1.0 / 3.0);
+    assert_eq!(e.scores["tr_r1"], 2.0 / 3.0);
+    assert_eq!(e.scores["ir_r10"], 1.0);
+    // The mean of tr_r1, tr_r5, tr_r10, ir_r1, ir_r5, ir_r10, summed in that order.
+    let six = 2.0 / 3.0 + 1.0 + 1.0 + 1.0 / 3.0 + 1.0 + 1.0;
+    assert_eq!(e.scores["r_mean"], six / 6.0);
+    assert!(!e.items.contains_key("r_mean"));
+
+    // The same embeddings, but c2 is c0's text ("A  red square" is the same caption after
+    // trimming, lower-casing and collapsing spaces): i0 and i2 are hits of both captions.
+    // Text → image: c0's best hit (1, at i0 and i2) is beaten by no non-hit: rank 0; c1:
+    // rank 0; c2's best hit (−1) is beaten by the non-hit i1 (0): rank 1. Image → text: i0
+    // and i2 have hits {c0, c2}, best 1: rank 0; i1: rank 0.
+    let s = hand_split(
+        3,
+        &["a red square", "a blue disc", "A  red square"],
+        &[0, 1, 2],
+    );
+    assert_eq!(s.equivalent, [vec![0, 2], vec![1], vec![0, 2]]);
+    let e = recall_from_embeddings(&s, &images, &texts, 2).unwrap();
+    check_items(&Examples::Retrieval(s), &e);
+    assert_eq!(e.items["ir_r1"], [1.0, 1.0, 0.0]);
+    assert_eq!(e.items["ir_r5"], [1.0, 1.0, 1.0]);
+    assert_eq!(e.items["tr_r1"], [1.0, 1.0, 1.0]);
 }
 
 #[test]
@@ -569,4 +705,84 @@ fn retrieval_without_the_itc_head_is_an_error() {
         err.to_string(),
         "no image-text contrastive head (heads.itc) in this run"
     );
+}
+
+// ---- VQA ----
+
+#[test]
+fn vqa_evaluates_the_soft_score_per_question() {
+    let e = check_evaluate(TaskKind::Vqa, "vqa");
+    let Examples::Vqa { examples, .. } = split("vqa", Split::Val) else {
+        unreachable!()
+    };
+    assert_eq!(e.items["vqa_score"].len(), examples.len());
+}
+
+#[test]
+fn vqa_items_are_the_official_soft_score_of_each_question() {
+    let (net, task, train) = build(TaskKind::Vqa, "vqa");
+    let Examples::Vqa {
+        vocab: Some(vocab), ..
+    } = &train
+    else {
+        panic!("no answer vocabulary")
+    };
+    let answer = vocab.answers()[0].clone();
+    // Make the head answer `answer` to every question: a zero output weight and a bias that
+    // is 10 at `answer` and 0 elsewhere.
+    tch::no_grad(|| {
+        let v = head_vars(&net, "vqa");
+        let _ = v["out.weight"].shallow_clone().zero_();
+        let mut bias = v["out.bias"].shallow_clone();
+        let _ = bias.zero_();
+        let _ = bias.get(0).fill_(10.0);
+    });
+    let Examples::Vqa {
+        mut examples,
+        vocab,
+    } = split("vqa", Split::Val)
+    else {
+        unreachable!()
+    };
+    // Ten human answers with m of them `answer`: the official accuracy averages
+    // min(1, matches / 3) over the ten leave-one-out subsets of nine, which is
+    // (m · min(m − 1, 3) + (10 − m) · min(m, 3)) / 30.
+    //   m = 10: 1;  m = 2: (2·1 + 8·2) / 30 = 0.6;  m = 1: (0 + 9·1) / 30 = 0.3;
+    //   m = 0: 0;   m = 3: (3·2 + 7·3) / 30 = 0.9.  No answers at all: 0.
+    let humans = |m: usize, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|j| {
+                if j < m {
+                    answer.clone()
+                } else {
+                    format!("other {j}")
+                }
+            })
+            .collect()
+    };
+    let cases = [(10, 10), (2, 10), (1, 10), (0, 10), (3, 10), (0, 0)];
+    assert!(examples.len() >= cases.len());
+    examples.truncate(cases.len());
+    for (ex, &(m, n)) in examples.iter_mut().zip(&cases) {
+        ex.answers = humans(m, n);
+    }
+    let e = task
+        .evaluate(&net, &eval_data(4), &Examples::Vqa { examples, vocab })
+        .unwrap();
+    let want = [
+        1.0,
+        f64::from(0.6f32),
+        f64::from(0.3f32),
+        0.0,
+        f64::from(0.9f32),
+        0.0,
+    ];
+    assert_eq!(e.items["vqa_score"], want);
+    let m = (1.0 + 0.6 + 0.3 + 0.0 + 0.9 + 0.0) / 6.0;
+    assert!(
+        (e.scores["vqa_score"] - m).abs() < 1e-7,
+        "{}",
+        e.scores["vqa_score"]
+    );
+    assert_eq!(e.scores["vqa_score"], mean(&want));
 }

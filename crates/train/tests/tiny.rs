@@ -6,6 +6,8 @@
 //! - fine-tuning beats each task's no-model baseline from `suite.json` by a stated margin,
 //!   and the saved `model/` re-evaluated gives the run's final scores bit for bit;
 //! - two runs of one recipe write byte-identical weights;
+//! - `trainer::evaluate_detailed` gives `trainer::evaluate`'s scores bit for bit, with one
+//!   per-item value per question / query / example for each score that is a mean over items;
 //! - bad input fails in `parse` / `prepare`, before a run folder exists, naming what is wrong
 //!   and what is valid.
 //!
@@ -384,6 +386,79 @@ fn same_recipe_same_bytes() {
     assert!(
         weights[0] == weights[1],
         "two runs of one recipe and seed wrote different model.safetensors"
+    );
+}
+
+// ---------------------------------------------------------------- per-item values
+
+/// `evaluate_detailed` of `body` (a recipe for the tiny suite, as initialised): its scores are
+/// `evaluate`'s bit for bit, every split's items are exactly `want(examples)` (name → count)
+/// and each such score is the mean of its items.
+fn detailed(body: &str, want: impl Fn(&Examples) -> Vec<(String, usize)>) {
+    let _g = serial();
+    let p = trainer::prepare(&parse(&recipe_text(&suites().tiny, body))).unwrap();
+    let e = trainer::evaluate_detailed(&p).unwrap();
+    let scores: BTreeMap<String, Scores> = e
+        .iter()
+        .map(|(k, v)| (k.clone(), v.scores.clone()))
+        .collect();
+    assert_eq!(bits(&scores), bits(&trainer::evaluate(&p).unwrap()));
+    let splits: Vec<&str> = p.eval.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(e.keys().map(String::as_str).collect::<Vec<_>>(), {
+        let mut s = splits.clone();
+        s.sort();
+        s
+    });
+    for (split, examples) in &p.eval {
+        let got: Vec<(String, usize)> = e[split]
+            .items
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect();
+        assert_eq!(got, want(examples), "{split}");
+        for (k, v) in &e[split].items {
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            let score = e[split].scores[k];
+            assert!(
+                (mean - score).abs() <= 1e-12,
+                "{split}/{k}: {mean} vs {score}"
+            );
+        }
+    }
+}
+
+#[test]
+fn evaluate_detailed_gives_the_zero_shot_recall_items() {
+    // Pre-training: the ITC recall has items (per caption for ir_*, per image for tr_*);
+    // r_mean and the held-out losses have none.
+    detailed(
+        "model: {preset: tiny, sharing: all_specific}\npretrain: {objectives: {itc: 1, mlm: 1}}\nsteps: 1\nbatch_size: 8",
+        |ex| {
+            let Examples::Retrieval(s) = ex else {
+                panic!("not a retrieval split")
+            };
+            let (c, i) = (s.captions.len(), s.images.len());
+            ["ir_r1", "ir_r10", "ir_r5", "tr_r1", "tr_r10", "tr_r5"]
+                .iter()
+                .map(|k| (k.to_string(), if k.starts_with("ir") { c } else { i }))
+                .collect()
+        },
+    );
+}
+
+#[test]
+fn evaluate_detailed_gives_per_question_and_per_example_items() {
+    for (task, key) in [("vqa", "vqa_score"), ("nlvr2", "accuracy")] {
+        detailed(
+            &format!(
+                "model: {{preset: tiny, sharing: all_specific}}\nfinetune: {{task: {task}}}\nsteps: 1\nbatch_size: 8"
+            ),
+            |ex| vec![(key.to_string(), ex.len())],
+        );
+    }
+    detailed(
+        "model: {preset: tiny, sharing: all_specific}\nfinetune: {task: segmentation}\nsteps: 1\nbatch_size: 8",
+        |_| vec![],
     );
 }
 

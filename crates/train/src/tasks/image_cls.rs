@@ -6,8 +6,8 @@
 //! `heads.image_cls`. Loss: the mean cross-entropy of the logits z against the labels y,
 //!   L = mean_b [ −log softmax(z_b)_{y_b} ].
 //! Prediction: the arg-max class. Score `accuracy`: #{b : ŷ_b = y_b} / n over the split
-//! (`data::score::classify`). The recipe of ViT / BEiT fine-tuning (arXiv 2010.11929,
-//! 2106.08254): a linear-style head on the class token.
+//! (`data::score::classify`; per-item value: 1 if right, else 0). The recipe of ViT / BEiT
+//! fine-tuning (arXiv 2010.11929, 2106.08254): a linear-style head on the class token.
 //!
 //! Deviation: the head is the shared [`Classifier`] (dense 2D, GELU, layer norm, output)
 //! rather than one linear layer, and the class token is used rather than mean pooling of the
@@ -18,7 +18,7 @@ use mmerge_data::suite::{Examples, TaskKind};
 use mmerge_models::heads::Classifier;
 use tch::Tensor;
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef, accuracy, class_loss, same_classes};
+use super::{Evaluated, InputKind, Task, TaskData, TaskDef, accuracy, class_loss, same_classes};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target};
@@ -92,7 +92,7 @@ impl Task for ImageCls {
         class_loss(self.logits(net, batch, train)?, batch)
     }
 
-    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
+    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Evaluated> {
         accuracy(data, self.items(examples)?, |batch| {
             self.logits(net, batch, false)
         })

@@ -7,7 +7,8 @@
 //! cross-entropy against the label y ∈ {0 = false, 1 = true},
 //!   L = mean_b [ −log softmax(z_b)_{y_b} ].
 //! Prediction: the arg-max of the two logits. Score `accuracy`: #{b : ŷ_b = y_b} / n over
-//! the statements (`data::score::classify`), NLVR2's reported metric.
+//! the statements (`data::score::classify`; per-item value: 1 if right, else 0), NLVR2's
+//! reported metric.
 //!
 //! Deviation: NLVR2's consistency score (all statements about one image set right) is not
 //! reported, and no extra pair pre-training stage (ALBEF's text assignment) is run.
@@ -16,7 +17,7 @@ use mmerge_data::suite::{Examples, TaskKind};
 use mmerge_models::heads::Classifier;
 use tch::Tensor;
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef, accuracy, class_loss};
+use super::{Evaluated, InputKind, Task, TaskData, TaskDef, accuracy, class_loss};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target};
@@ -90,7 +91,7 @@ impl Task for Nlvr2 {
         class_loss(self.logits(net, batch, train)?, batch)
     }
 
-    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
+    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Evaluated> {
         accuracy(data, self.items(examples)?, |batch| {
             self.logits(net, batch, false)
         })

@@ -15,7 +15,9 @@
 //! 1412.2306): recall@1/5/10 image → text `tr_r1`, `tr_r5`, `tr_r10` (an image's query hits
 //! when one of its captions, or a caption identical to one of them, ranks within k) and
 //! text → image `ir_r1`, `ir_r5`, `ir_r10` (a caption hits at its image or any image with an
-//! identical caption); ties count against the query. `r_mean` is the mean of the six.
+//! identical caption); ties count against the query. `r_mean` is the mean of the six. Per-item
+//! values: for `ir_r{k}` one per caption query, for `tr_r{k}` one per image query, 1 when the
+//! query hits within k, else 0; `r_mean` has none.
 //!
 //! Deviation: two captions in one batch that are identical (the synthetic suite has shared
 //! captions) are still each other's negatives in the loss, as in ITC pre-training; they count
@@ -24,11 +26,11 @@
 //! caption drawn per epoch), so an epoch sees each image once rather than each caption.
 
 use mmerge_data::formats::captions::RetrievalSplit;
-use mmerge_data::score::{EmbeddingRetrieval, Similarity, embedding_recall};
+use mmerge_data::score::{EmbeddingRetrieval, RECALL_KS, Similarity, embedding_ranks};
 use mmerge_data::suite::{Examples, TaskKind};
 use tch::{Kind, Tensor};
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef};
+use super::{Evaluated, InputKind, Task, TaskData, TaskDef, mean};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target};
@@ -148,33 +150,56 @@ pub fn pair_items(split: &RetrievalSplit) -> Vec<Item> {
 }
 
 /// Recall@1/5/10 both ways by the ITC embeddings (the task's evaluation, and the zero-shot
-/// signal after a merge).
-pub fn recall(net: &Net, data: &EvalData, split: &RetrievalSplit) -> Result<Scores> {
+/// signal after a merge), with each query's hit (1 if its best hit ranks within k, else 0)
+/// as the per-item values: see [`recall_from_embeddings`].
+pub fn recall(net: &Net, data: &EvalData, split: &RetrievalSplit) -> Result<Evaluated> {
     let (images, dim) = embed_all(net, data, image_items(split))?;
     let (texts, _) = embed_all(net, data, caption_items(split))?;
-    let recall = embedding_recall(
+    recall_from_embeddings(split, &images, &texts, dim)
+}
+
+/// The retrieval scores of `split` from its image embeddings (`images`, n_img × `dim`,
+/// row-major, in image order) and caption embeddings (`texts`, n_txt × `dim`, in caption
+/// order), ranked by their dot product (`mmerge_data::score::embedding_ranks`: shared
+/// captions are hits, ties count against the query).
+///
+/// `ir_r{k}` has one item per caption query (text → image), in caption order, and `tr_r{k}`
+/// one per image query (image → text), in image order: 1 when the query's rank is below k,
+/// else 0; each score is their mean. `r_mean`, the mean of the six recalls, has no items.
+pub fn recall_from_embeddings(
+    split: &RetrievalSplit,
+    images: &[f32],
+    texts: &[f32],
+    dim: usize,
+) -> Result<Evaluated> {
+    let ranks = embedding_ranks(
         split,
-        &images,
-        &texts,
+        images,
+        texts,
         dim,
         EmbeddingRetrieval {
             similarity: Similarity::Dot,
             ..Default::default()
         },
     )?;
-    let mut s = Scores::new();
-    for (j, k) in recall.ks.iter().enumerate() {
-        s.insert(format!("tr_r{k}"), recall.image_to_text[j]);
-        s.insert(format!("ir_r{k}"), recall.text_to_image[j]);
+    let hits = |ranks: &[usize], k: usize| -> Vec<f64> {
+        ranks
+            .iter()
+            .map(|&r| if r < k { 1.0 } else { 0.0 })
+            .collect()
+    };
+    let mut e = Evaluated::default();
+    let (mut tr, mut ir) = (vec![], vec![]);
+    for k in RECALL_KS {
+        let (t, i) = (hits(&ranks.image_to_text, k), hits(&ranks.text_to_image, k));
+        tr.push(mean(&t));
+        ir.push(mean(&i));
+        e.insert_mean(format!("tr_r{k}"), t);
+        e.insert_mean(format!("ir_r{k}"), i);
     }
-    let all: Vec<f64> = recall
-        .image_to_text
-        .iter()
-        .chain(&recall.text_to_image)
-        .copied()
-        .collect();
-    s.insert("r_mean".into(), all.iter().sum::<f64>() / all.len() as f64);
-    Ok(s)
+    let all: Vec<f64> = tr.iter().chain(&ir).copied().collect();
+    e.insert_score("r_mean", all.iter().sum::<f64>() / all.len() as f64);
+    Ok(e)
 }
 
 impl Task for Retrieval {
@@ -194,7 +219,7 @@ impl Task for Retrieval {
         Ok(net.itc()?.loss(&text, &image))
     }
 
-    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
+    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Evaluated> {
         recall(net, data, split(examples)?)
     }
 }

@@ -10,8 +10,9 @@
 //! Prediction: the arg-max class of each pixel. Scores (`data::score::segment`, summed over
 //! every pixel of the split): `miou`, the mean over the classes present in the labels or the
 //! predictions of IoU_c = TP / (TP + FP + FN) (FCN, arXiv 1411.4038), and `pixel_accuracy`,
-//! the share of counted pixels predicted right. The head is SETR's naive decoder (arXiv
-//! 2012.15840) reduced to one linear layer.
+//! the share of counted pixels predicted right. Neither is a mean over images, so neither has
+//! per-item values. The head is SETR's naive decoder (arXiv 2012.15840) reduced to one
+//! linear layer.
 //!
 //! Deviation: BEiT / VLMo-style models segment with a UperNet decoder on multi-scale
 //! features; here one linear layer on the last layer's patch tokens. Images and masks are not
@@ -25,7 +26,7 @@ use mmerge_data::suite::{Examples, TaskKind};
 use mmerge_models::heads::SegHead;
 use tch::Tensor;
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef, same_classes};
+use super::{Evaluated, InputKind, Task, TaskData, TaskDef, same_classes};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target, Targets};
@@ -112,7 +113,7 @@ impl Task for Segmentation {
         Ok(self.head.loss(&h, masks))
     }
 
-    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
+    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Evaluated> {
         let mut confusion = Confusion::new(self.classes.len())?;
         data.for_each(self.items(examples)?, 0, |batch| {
             let h = net.encoder.encode_image(batch.image()?, false)?;
@@ -121,10 +122,10 @@ impl Task for Segmentation {
             confusion.add(&pred, &labels)?;
             Ok(())
         })?;
-        let mut s = Scores::new();
-        s.insert("miou".into(), confusion.mean_iou());
-        s.insert("pixel_accuracy".into(), confusion.pixel_accuracy());
-        Ok(s)
+        let mut e = Evaluated::default();
+        e.insert_score("miou", confusion.mean_iou());
+        e.insert_score("pixel_accuracy", confusion.pixel_accuracy());
+        Ok(e)
     }
 }
 

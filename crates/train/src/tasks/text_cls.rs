@@ -6,8 +6,8 @@
 //! `heads.text_cls`. Loss: the mean cross-entropy of the logits z against the labels y,
 //!   L = mean_b [ −log softmax(z_b)_{y_b} ].
 //! Prediction: the arg-max label. Score `accuracy`: #{b : ŷ_b = y_b} / n over the split
-//! (`data::score::classify`). BERT's fine-tuning recipe (arXiv 1810.04805): a classifier on
-//! the [CLS] token.
+//! (`data::score::classify`; per-item value: 1 if right, else 0). BERT's fine-tuning recipe
+//! (arXiv 1810.04805): a classifier on the [CLS] token.
 //!
 //! Deviation: BERT classifies the pooled [CLS] (a dense tanh pooler, then one linear layer);
 //! here the shared [`Classifier`] (dense 2D, GELU, layer norm, output) reads the [CLS] token
@@ -18,7 +18,7 @@ use mmerge_data::suite::{Examples, TaskKind};
 use mmerge_models::heads::Classifier;
 use tch::Tensor;
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef, accuracy, class_loss, same_classes};
+use super::{Evaluated, InputKind, Task, TaskData, TaskDef, accuracy, class_loss, same_classes};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target};
@@ -92,7 +92,7 @@ impl Task for TextCls {
         class_loss(self.logits(net, batch, train)?, batch)
     }
 
-    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
+    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Evaluated> {
         accuracy(data, self.items(examples)?, |batch| {
             self.logits(net, batch, false)
         })

@@ -10,7 +10,7 @@
 //! Prediction: the arg-max answer. Score `vqa_score`: the official VQA accuracy of that
 //! answer against the human answers (min(1, matches / 3), averaged over the 10-choose-9
 //! subsets as the official evaluator does: `data::score::vqa::vqa_accuracy`), averaged
-//! over questions.
+//! over questions; that per-question soft score is the score's per-item value.
 //!
 //! Deviation: questions without an answer vocabulary entry keep their (all-zero) targets in
 //! training and count in the score, as the official evaluation counts them.
@@ -20,7 +20,7 @@ use mmerge_data::suite::{Examples, TaskKind};
 use mmerge_models::heads::Classifier;
 use tch::{Reduction, Tensor};
 
-use super::{InputKind, Scores, Task, TaskData, TaskDef};
+use super::{Evaluated, InputKind, Task, TaskData, TaskDef, per_item};
 use crate::error::{Result, TrainError};
 use crate::eval::EvalData;
 use crate::input::{Item, ModelBatch, Target, Targets};
@@ -103,27 +103,33 @@ impl Task for Vqa {
         Ok(vqa_loss(&logits, targets))
     }
 
-    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Scores> {
+    fn evaluate(&self, net: &Net, data: &EvalData, examples: &Examples) -> Result<Evaluated> {
         let Examples::Vqa { examples: ex, .. } = examples else {
             return Err(TrainError::Invalid("not a VQA split".into()));
         };
-        let mut total = 0f64;
-        data.for_each(self.items(examples)?, self.soft_classes(), |batch| {
-            let pred = self.logits(net, &batch, false)?.argmax(1, false);
+        let scores = per_item(data, self.items(examples)?, self.soft_classes(), |batch| {
+            let pred = self.logits(net, batch, false)?.argmax(1, false);
             let pred: Vec<i64> = Vec::try_from(pred.to_device(tch::Device::Cpu))?;
-            for (&i, &p) in batch.indices.iter().zip(&pred) {
-                let answer = self
-                    .answers
-                    .get(p as usize)
-                    .map(String::as_str)
-                    .unwrap_or("");
-                total += f64::from(vqa_accuracy(answer, &ex[i].answers));
-            }
-            Ok(())
+            batch
+                .indices
+                .iter()
+                .zip(&pred)
+                .map(|(&i, &p)| {
+                    let answer = self
+                        .answers
+                        .get(p as usize)
+                        .map(String::as_str)
+                        .unwrap_or("");
+                    let humans = ex.get(i).ok_or_else(|| {
+                        TrainError::Invalid(format!("VQA item {i} of {} questions", ex.len()))
+                    })?;
+                    Ok(f64::from(vqa_accuracy(answer, &humans.answers)))
+                })
+                .collect()
         })?;
-        let mut s = Scores::new();
-        s.insert("vqa_score".into(), total / ex.len().max(1) as f64);
-        Ok(s)
+        let mut e = Evaluated::default();
+        e.insert_mean("vqa_score", scores);
+        Ok(e)
     }
 }
 
