@@ -8,6 +8,7 @@
 //!
 //! It links no libtorch: stages reach the trainer through a trait the binary implements.
 
+pub mod analysis;
 pub mod config;
 pub mod plan;
 pub mod report;

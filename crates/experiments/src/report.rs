@@ -6,8 +6,10 @@
 //!   (rows: the unmerged modality-specific model, the modality-agnostic baseline, each merge
 //!   variant, and the suite's text-only baselines as [`RowKind::Baseline`] rows; columns: the
 //!   task scores such as VQA, retrieval TR/IR R@1, NLVR2, classification, segmentation mIoU,
-//!   and the zero-shot signals after merging), each followed by a link to its CSV, then every
-//!   figure (PNG inline, SVG linked);
+//!   and the zero-shot signals after merging), each followed by a link to its CSV, then the
+//!   findings (`## Findings`, one bullet per [`Finding`]: `**<claim>** — <verdict>:
+//!   <evidence>`, the verdict as [`Verdict::text`] gives it; no section when there are none),
+//!   then every figure (PNG inline, SVG linked);
 //! - `tables/NN-<slug>.csv`: each table as CSV (`NN` its 1-based position, two digits; the
 //!   slug from its title), mean/std/n in separate columns ([`Table::to_csv`]);
 //! - `plots/<name>.png` and `plots/<name>.svg`: plots from [`line_plot`] (score vs
@@ -28,6 +30,7 @@ use std::path::{Path, PathBuf};
 use mmerge_core::CoreError;
 
 pub use plot::{Fit, PLOT_SIZE, PlotFiles, Series, line_plot, scatter_with_fit};
+pub(crate) use table::fixed;
 pub use table::{Cell, Column, Row, RowKind, Table};
 
 /// What can go wrong building a report.
@@ -62,6 +65,37 @@ pub struct Figure {
     pub caption: String,
 }
 
+/// Whether a finding's claim holds in what the experiment measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Holds,
+    DoesNotHold,
+    /// The measurements decide neither way (too few seeds, arms or items).
+    Inconclusive,
+}
+
+impl Verdict {
+    /// The README's text: `holds`, `does not hold`, `inconclusive at this scale`.
+    pub fn text(self) -> &'static str {
+        match self {
+            Verdict::Holds => "holds",
+            Verdict::DoesNotHold => "does not hold",
+            Verdict::Inconclusive => "inconclusive at this scale",
+        }
+    }
+}
+
+/// A claim checked against the measurements: rendered as one bullet of `## Findings`,
+/// `**<claim>** — <verdict>: <evidence>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    /// What is claimed, e.g. `Merging approaches the modality-agnostic baseline`.
+    pub claim: String,
+    pub verdict: Verdict,
+    /// The numbers the verdict rests on.
+    pub evidence: String,
+}
+
 /// An experiment's report: `README.md` plus one CSV per table (see the module doc).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
@@ -70,6 +104,8 @@ pub struct Report {
     /// Paragraphs shown under the heading.
     pub intro: Vec<String>,
     pub tables: Vec<Table>,
+    /// Shown after the tables under `## Findings` (no section when empty).
+    pub findings: Vec<Finding>,
     pub figures: Vec<Figure>,
 }
 
@@ -97,6 +133,18 @@ impl Report {
             out.push('\n');
             out.push_str(&t.to_markdown()?);
             out.push_str(&format!("\n[CSV]({})\n", self.csv_name(i)));
+        }
+        if !self.findings.is_empty() {
+            out.push_str("\n## Findings\n\n");
+        }
+        for f in &self.findings {
+            let one_line = |s: &str| s.replace(['\r', '\n'], " ");
+            out.push_str(&format!(
+                "- **{}** — {}: {}\n",
+                one_line(f.claim.trim()),
+                f.verdict.text(),
+                one_line(f.evidence.trim())
+            ));
         }
         if !self.figures.is_empty() {
             out.push_str("\n## Figures\n");
@@ -132,7 +180,7 @@ impl Report {
 }
 
 /// Lower-case ASCII letters and digits, runs of anything else as one `-`; `table` if empty.
-fn slug(s: &str) -> String {
+pub(crate) fn slug(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
         if c.is_ascii_alphanumeric() {
@@ -158,5 +206,37 @@ mod tests {
             "main-results-vit-b-16-0-5"
         );
         assert_eq!(slug("  "), "table");
+    }
+
+    #[test]
+    fn findings_render_after_tables_before_figures() {
+        let report = Report {
+            title: "t".into(),
+            findings: vec![
+                Finding {
+                    claim: "A".into(),
+                    verdict: Verdict::Holds,
+                    evidence: "x = 1".into(),
+                },
+                Finding {
+                    claim: "B".into(),
+                    verdict: Verdict::Inconclusive,
+                    evidence: "two\nlines".into(),
+                },
+            ],
+            figures: vec![Figure {
+                name: "f".into(),
+                caption: "c".into(),
+            }],
+            ..Report::default()
+        };
+        let md = report.to_markdown().unwrap_or_default();
+        assert_eq!(
+            md,
+            "# t\n\n## Findings\n\n- **A** — holds: x = 1\n\
+             - **B** — inconclusive at this scale: two lines\n\n## Figures\n\n\
+             ![c](plots/f.png)\n\nc ([SVG](plots/f.svg))\n"
+        );
+        assert_eq!(Verdict::DoesNotHold.text(), "does not hold");
     }
 }

@@ -366,6 +366,7 @@ fn report_writes_readme_and_csvs() {
         title: "exp1".into(),
         intro: vec!["ViT-B/16 + BERT-base, 3 seeds.".into()],
         tables: vec![sample_table()],
+        findings: vec![],
         figures: vec![Figure {
             name: "score-vs-alpha".into(),
             caption: "Score vs α".into(),
