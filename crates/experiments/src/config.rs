@@ -27,7 +27,7 @@
 //!
 //! Errors: serde reports unknown fields and wrong types with the YAML line; names (methods,
 //! distances, tasks, objectives, presets, sharing variants, profiles) are checked by
-//! [`Experiment::validate`] against the lists the caller passes in [`Known`] (the binary
+//! [`ExperimentFile::validate`] against the lists the caller passes in [`Known`] (the binary
 //! passes the merge registry's and the train registries' names; this crate links neither),
 //! with the line of the offending node and the valid choices.
 //!

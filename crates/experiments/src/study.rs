@@ -1,5 +1,5 @@
 //! What an experiment's report is made from: every finished stage's results, collected by the
-//! runner ([`crate::run`]) into one [`Study`] and turned into tables, plots and findings by
+//! runner ([`crate::run::collect`]) into one [`Study`] and turned into tables, plots and findings by
 //! [`crate::analysis`].
 //!
 //! The stage outputs these come from (written by the binary's stage executors):
@@ -20,8 +20,9 @@ pub struct Evaluation {
     /// Score name → value (`vqa_score`, `ir_r1`, `tr_r1`, `accuracy`, `miou`, ...).
     pub scores: BTreeMap<String, f64>,
     /// Score name → the per-item values whose mean is that score, in the test split's item
-    /// order (the same order for every model of a suite, so two models pair item by item):
-    /// VQA soft score per question, retrieval hit@1 per query, accuracy per example. Scores
+    /// order (the same order for every model of a suite, so two models pair item by item, key
+    /// by key): VQA soft score per question, retrieval hit@K per query (`ir_*` one per caption,
+    /// `tr_*` one per image), accuracy per example. Scores
     /// that are not a mean over items (mIoU) have none.
     #[serde(default)]
     pub items: BTreeMap<String, Vec<f64>>,

@@ -152,7 +152,8 @@ impl StageRunner for Runner<'_> {
 fn write_report(study: &mmerge_experiments::study::Study, out: &Path) -> anyhow::Result<()> {
     let bytes = mmerge_core::json::to_pretty(study)?;
     mmerge_core::atomic::write_atomic(&out.join("study.json"), &bytes)?;
-    mmerge_core::atomic::write_atomic(&out.join("README.md"), b"pending")?; // ANALYSIS-PENDING
+    let report = mmerge_experiments::analysis::analyse(study, out)?;
+    report.write(out)?;
     Ok(())
 }
 

@@ -231,11 +231,11 @@ fn evaluate(
             p.fresh_heads.join(", ")
         );
     }
-    let mut scores = trainer::evaluate(&p)?;
-    let scores = scores.remove("test").context("no test scores")?;
+    let mut detailed = trainer::evaluate_detailed(&p)?;
+    let test = detailed.remove("test").context("no test scores")?;
     let evaluation = Evaluation {
-        scores,
-        items: Default::default(),
+        scores: test.scores,
+        items: test.items,
     };
     let bytes = mmerge_core::json::to_pretty(&evaluation)?;
     mmerge_core::atomic::write_atomic(&out.join(EVALUATION), &bytes)?;
