@@ -772,3 +772,140 @@ impl Experiment {
         Ok(())
     }
 }
+
+/// A file that combines experiments (the distance-metric analysis reads the merges of the
+/// other analyses): their plans' union under one name, with one report.
+///
+/// ```yaml
+/// name: metrics-vs-score
+/// combine: [initialization.yaml, architecture.yaml]   # relative to this file
+/// ```
+///
+/// Every combined experiment must use the same suite and define the profile asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Combination {
+    pub name: String,
+    pub combine: Vec<PathBuf>,
+}
+
+/// A combination file with the experiment files it names.
+#[derive(Debug, Clone)]
+pub struct CombinationFile {
+    pub path: PathBuf,
+    pub text: String,
+    pub combination: Combination,
+    pub parts: Vec<ExperimentFile>,
+}
+
+/// What `mmerge run` reads: an experiment, or a combination of experiments.
+#[derive(Debug, Clone)]
+pub enum StudyFile {
+    Experiment(ExperimentFile),
+    Combination(CombinationFile),
+}
+
+impl StudyFile {
+    /// Reads a study file: a combination when its top level has `combine`, else an
+    /// experiment (parsed, not yet validated).
+    pub fn load(path: &Path) -> Result<StudyFile> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let is_combination = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+            .ok()
+            .and_then(|v| v.as_mapping().map(|m| m.contains_key("combine")))
+            .unwrap_or(false);
+        if !is_combination {
+            return Ok(StudyFile::Experiment(ExperimentFile::parse(text, path)?));
+        }
+        let combination: Combination = serde_yaml_ng::from_str(&text).map_err(|e| {
+            let msg = e.to_string();
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            ConfigError::Yaml {
+                path: path.to_path_buf(),
+                line: e.location().map(|l| l.line()),
+                message: msg,
+            }
+        })?;
+        let invalid = |at: At, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: locate(&text, &at.segs()),
+            message,
+        };
+        if combination.combine.is_empty() {
+            return Err(invalid(
+                root("combine"),
+                "name at least one experiment".into(),
+            ));
+        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let mut parts = vec![];
+        for (i, p) in combination.combine.iter().enumerate() {
+            let part = ExperimentFile::load(&dir.join(p)).map_err(|e| match e {
+                ConfigError::Io {
+                    path: missing,
+                    source,
+                } => invalid(
+                    root("combine").index(i),
+                    format!("{}: {source}", missing.display()),
+                ),
+                other => other,
+            })?;
+            if let Some(first) = parts.first().map(|f: &ExperimentFile| &f.experiment)
+                && first.suite != part.experiment.suite
+            {
+                return Err(invalid(
+                    root("combine").index(i),
+                    format!(
+                        "`{}` uses another suite than `{}`; combined experiments share one",
+                        part.experiment.name, first.name
+                    ),
+                ));
+            }
+            parts.push(part);
+        }
+        Ok(StudyFile::Combination(CombinationFile {
+            path: path.to_path_buf(),
+            text,
+            combination,
+            parts,
+        }))
+    }
+
+    /// The experiment files (one, or the combined ones).
+    pub fn experiments(&self) -> Vec<&ExperimentFile> {
+        match self {
+            StudyFile::Experiment(f) => vec![f],
+            StudyFile::Combination(c) => c.parts.iter().collect(),
+        }
+    }
+
+    /// The study's name (its report goes to `results/<name>/`).
+    pub fn name(&self) -> &str {
+        match self {
+            StudyFile::Experiment(f) => &f.experiment.name,
+            StudyFile::Combination(c) => &c.combination.name,
+        }
+    }
+
+    /// The plan under `profile` (validate first).
+    pub fn plan(&self, profile: &str) -> Result<crate::plan::Plan> {
+        match self {
+            StudyFile::Experiment(f) => crate::plan::Plan::build(f, profile),
+            StudyFile::Combination(c) => {
+                let plans = c
+                    .parts
+                    .iter()
+                    .map(|f| crate::plan::Plan::build(f, profile))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(crate::plan::Plan::combine(
+                    &c.combination.name,
+                    profile,
+                    &plans,
+                ))
+            }
+        }
+    }
+}

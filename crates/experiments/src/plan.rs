@@ -268,6 +268,11 @@ pub struct Plan {
     pub models: Vec<PlanModel>,
     /// (seed, arm, the distance stage of that arm's experts).
     pub distances: Vec<(u64, usize, StageId)>,
+    /// The training seeds, the fine-tuning tasks and the distance metrics the report shows,
+    /// in the file's order.
+    pub seeds: Vec<u64>,
+    pub tasks: Vec<String>,
+    pub distance_metrics: Vec<String>,
 }
 
 struct Builder {
@@ -526,7 +531,124 @@ impl Plan {
             arms,
             models,
             distances,
+            seeds: e.seeds.clone(),
+            tasks: e.tasks.clone(),
+            distance_metrics: e.distances.clone(),
         })
+    }
+
+    /// The union of several experiments' plans under one name (`combine:` files): every stage
+    /// once (by kind and key), arms with equal seed budget and sharing made one, the models of
+    /// each arm once (a name that two experiments give different models gets
+    /// `@<experiment>`), seeds, tasks and metrics in first-seen order, and one report reading
+    /// every leaf.
+    pub fn combine(name: &str, profile: &str, plans: &[Plan]) -> Plan {
+        let mut b = Builder {
+            stages: vec![],
+            index: Default::default(),
+        };
+        let mut arms: Vec<Arm> = vec![];
+        let mut models: Vec<PlanModel> = vec![];
+        let mut distances = vec![];
+        let mut report_inputs = vec![];
+        let (mut seeds, mut tasks, mut metrics) = (vec![], vec![], vec![]);
+        fn push_new<T: PartialEq + Clone>(v: &mut Vec<T>, xs: &[T]) {
+            for x in xs {
+                if !v.contains(x) {
+                    v.push(x.clone());
+                }
+            }
+        }
+        for p in plans {
+            let mut map = vec![StageId(0); p.stages.len()];
+            for (i, s) in p.stages.iter().enumerate() {
+                if s.kind == StageKind::Report {
+                    continue;
+                }
+                let inputs = s.inputs.iter().map(|j| map[j.0]).collect();
+                map[i] = b.add(s.kind, s.name.clone(), s.seed, s.config.clone(), inputs);
+            }
+            let arm_map: Vec<usize> = p
+                .arms
+                .iter()
+                .map(|a| match arms.iter().position(|x| x == a) {
+                    Some(i) => i,
+                    None => {
+                        arms.push(a.clone());
+                        arms.len() - 1
+                    }
+                })
+                .collect();
+            for m in &p.models {
+                let mut m = PlanModel {
+                    arm: arm_map[m.arm],
+                    stage: map[m.stage.0],
+                    evals: m
+                        .evals
+                        .iter()
+                        .map(|(t, id)| (t.clone(), map[id.0]))
+                        .collect(),
+                    zero_shot: m.zero_shot.map(|id| map[id.0]),
+                    ..m.clone()
+                };
+                let same = |x: &PlanModel| x.seed == m.seed && x.arm == m.arm && x.name == m.name;
+                if let Some(prev) = models.iter_mut().find(|x| same(x)) {
+                    if prev.stage == m.stage {
+                        // One model: keep the evaluations either experiment asked for.
+                        for e in m.evals {
+                            if !prev.evals.contains(&e) {
+                                prev.evals.push(e);
+                            }
+                        }
+                        prev.zero_shot = prev.zero_shot.or(m.zero_shot);
+                        continue;
+                    }
+                    m.name = format!("{}@{}", m.name, p.experiment);
+                }
+                models.push(m);
+            }
+            for (seed, arm, id) in &p.distances {
+                let d = (*seed, arm_map[*arm], map[id.0]);
+                if !distances.contains(&d) {
+                    distances.push(d);
+                }
+            }
+            if let Some(report) = p.stages.last() {
+                for j in &report.inputs {
+                    if !report_inputs.contains(&map[j.0]) {
+                        report_inputs.push(map[j.0]);
+                    }
+                }
+            }
+            push_new(&mut seeds, &p.seeds);
+            push_new(&mut tasks, &p.tasks);
+            push_new(&mut metrics, &p.distance_metrics);
+        }
+        let parts: Vec<&str> = plans.iter().map(|p| p.experiment.as_str()).collect();
+        b.add(
+            StageKind::Report,
+            "report".into(),
+            None,
+            json!({
+                "experiment": name,
+                "combine": parts,
+                "seeds": seeds,
+                "tasks": tasks,
+                "distances": metrics,
+            }),
+            report_inputs,
+        );
+        Plan {
+            experiment: name.to_string(),
+            profile: profile.to_string(),
+            stages: b.stages,
+            arms,
+            models,
+            distances,
+            seeds,
+            tasks,
+            distance_metrics: metrics,
+        }
     }
 
     /// The stage with id `id`.

@@ -20,7 +20,6 @@ use std::time::Instant;
 use mmerge_core::atomic::{AtomicDir, write_atomic};
 use serde_json::Value;
 
-use crate::config::ExperimentFile;
 use crate::plan::{Plan, StageId, StageKind};
 use crate::store::{Lookup, RunStore, StageDir, StageMeta, StoreError, Verify};
 use crate::study::{DistanceResult, Evaluation, ModelResult, Study};
@@ -316,11 +315,9 @@ fn done(plan: &Plan, store: &RunStore, id: StageId) -> Result<StageDir> {
 pub fn collect(
     plan: &Plan,
     store: &RunStore,
-    file: &ExperimentFile,
     git_commit: Option<String>,
     command: String,
 ) -> Result<Study> {
-    let e = &file.experiment;
     let suite_stage = plan
         .stages
         .iter()
@@ -378,16 +375,16 @@ pub fn collect(
         expert_distances.push((*seed, *arm, d));
     }
     Ok(Study {
-        experiment: e.name.clone(),
+        experiment: plan.experiment.clone(),
         profile: plan.profile.clone(),
         git_commit,
         command,
         suite,
         baselines,
-        seeds: e.seeds.clone(),
-        tasks: e.tasks.clone(),
+        seeds: plan.seeds.clone(),
+        tasks: plan.tasks.clone(),
         task_kinds,
-        distances: e.distances.clone(),
+        distances: plan.distance_metrics.clone(),
         arms: plan.arms.clone(),
         models,
         expert_distances,

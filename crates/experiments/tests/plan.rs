@@ -14,8 +14,14 @@ fn quickstart_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/quickstart.yaml")
 }
 
+/// The quickstart with one seed (its three seeds multiply every per-seed count by 3).
 fn quickstart_text() -> String {
-    std::fs::read_to_string(quickstart_path()).unwrap()
+    let text = std::fs::read_to_string(quickstart_path()).unwrap();
+    assert!(
+        text.contains("\nseeds: [0, 1, 2]\n"),
+        "the quickstart runs 3 seeds"
+    );
+    text.replace("\nseeds: [0, 1, 2]\n", "\nseeds: [0]\n")
 }
 
 fn known() -> Known {
@@ -41,9 +47,12 @@ fn known() -> Known {
             "vqa",
             "retrieval",
             "nlvr2",
-            "image_cls",
-            "text_cls",
+            // The synthetic suite's task names (mmerge_data::synth::TASKS).
             "segmentation",
+            "shape_cls",
+            "count_cls",
+            "caption_colour",
+            "caption_count",
         ],
         &["itc", "itm", "mlm", "text_mlm", "mim"],
         &["tiny", "small", "medium", "base"],
@@ -99,7 +108,13 @@ fn mask_indices(mask: &[bool]) -> Vec<usize> {
 
 #[test]
 fn quickstart_parses_and_plans() {
-    let f = ExperimentFile::load_valid(&quickstart_path(), &known()).unwrap();
+    let three = ExperimentFile::load_valid(&quickstart_path(), &known()).unwrap();
+    assert_eq!(
+        Plan::build(&three, "quick").unwrap().stages.len(),
+        1 + 3 * 51 + 1
+    );
+    let f = parse(&quickstart_text()).unwrap();
+    f.validate(&known()).unwrap();
     let p = Plan::build(&f, "quick").unwrap();
     let counts: Vec<(StageKind, usize)> = StageKind::ALL.iter().map(|&k| (k, p.count(k))).collect();
     assert_eq!(
@@ -141,7 +156,7 @@ fn quickstart_parses_and_plans() {
     assert_eq!(keys.len(), p.stages.len());
     // The profile's budgets reach the configs.
     let nlvr = &p.stages[index_of(&p, "s0/finetune/baseline/nlvr2")];
-    assert_eq!(nlvr.config["steps"], 450);
+    assert_eq!(nlvr.config["steps"], 300);
     let vqa = &p.stages[index_of(&p, "s0/finetune/baseline/vqa")];
     assert_eq!(vqa.config["steps"], 300);
     let full = Plan::build(&f, "full").unwrap();
@@ -509,5 +524,99 @@ fn dry_run_reports_what_is_cached() {
     assert!(
         line.contains(" corrupt (") && line.contains("metrics.json"),
         "{line}"
+    );
+}
+
+#[test]
+fn the_repository_experiments_parse_and_combine() {
+    let dir = quickstart_path().parent().unwrap().to_path_buf();
+    let load = |name: &str| {
+        let f = mmerge_experiments::config::StudyFile::load(&dir.join(name)).unwrap();
+        for e in f.experiments() {
+            e.validate(&known()).unwrap();
+        }
+        f
+    };
+    let plans: Vec<(String, Plan)> = [
+        "quickstart.yaml",
+        "merging-methods.yaml",
+        "initialization.yaml",
+        "architecture.yaml",
+    ]
+    .iter()
+    .map(|n| (n.to_string(), load(n).plan("quick").unwrap()))
+    .collect();
+    let keys = |p: &Plan| -> BTreeSet<StageKey> { p.stages.iter().map(|s| s.key).collect() };
+    let quick = keys(&plans[0].1);
+    // The analyses reuse the quickstart's W0, experts and baseline (same configs).
+    for (name, p) in &plans[1..] {
+        for s in plans[0].1.stages.iter().filter(|s| {
+            matches!(
+                s.kind,
+                StageKind::Seed | StageKind::Experts | StageKind::Baseline
+            )
+        }) {
+            assert!(keys(p).contains(&s.key), "{name} lacks {}", s.name);
+        }
+    }
+    // A per-task budget reaches its fine-tunings only.
+    let mm = &plans[1].1;
+    let steps = |name: &str| mm.stages[index_of(mm, name)].config["steps"].clone();
+    assert_eq!(steps("s0/finetune/baseline/shape_cls"), 200);
+    assert_eq!(steps("s0/finetune/baseline/vqa"), 300);
+    let init = &plans[2].1;
+    assert_eq!(init.arms.len(), 4);
+    assert!(init.arms.iter().any(|a| a.seed_steps == 0));
+    let arch = &plans[3].1;
+    assert_eq!(arch.arms.len(), 4);
+    assert_eq!(arch.count(StageKind::Seed), 3, "one W0 per seed");
+
+    // The combination: the union of the three analyses, each stage once, one report.
+    let combined = load("metrics-vs-score.yaml").plan("quick").unwrap();
+    let parts: Vec<&Plan> = plans[1..].iter().map(|(_, p)| p).collect();
+    let mut union: BTreeSet<StageKey> = BTreeSet::new();
+    for p in &parts {
+        union.extend(
+            p.stages
+                .iter()
+                .filter(|s| s.kind != StageKind::Report)
+                .map(|s| s.key),
+        );
+    }
+    let mine: BTreeSet<StageKey> = combined
+        .stages
+        .iter()
+        .filter(|s| s.kind != StageKind::Report)
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(mine, union);
+    assert_eq!(combined.count(StageKind::Report), 1);
+    assert_eq!(combined.stages.len(), union.len() + 1);
+    // Arms: 4 seed budgets (all_specific) and 3 more sharing variants at 300 steps.
+    assert_eq!(combined.arms.len(), 7);
+    // Per (seed, arm) one distance stage: 3 seeds × 7 arms.
+    assert_eq!(combined.distances.len(), 21);
+    // A model measured by two analyses is one model with the union of their tasks.
+    let experts_300 = combined
+        .models
+        .iter()
+        .filter(|m| m.seed == 0 && m.name == "experts" && combined.arms[m.arm].seed_steps == 300)
+        .filter(|m| combined.arms[m.arm].sharing == "all_specific")
+        .collect::<Vec<_>>();
+    assert_eq!(experts_300.len(), 1);
+    assert_eq!(experts_300[0].evals.len(), 8, "merging-methods' 8 tasks");
+    // Names are unique per (seed, arm).
+    let mut seen = BTreeSet::new();
+    for m in &combined.models {
+        assert!(seen.insert((m.seed, m.arm, m.name.clone())), "{}", m.name);
+    }
+    assert_eq!(combined.tasks.len(), 8);
+    // The quickstart's stages but its report are all in the combination's store.
+    let report = plans[0].1.stages.last().unwrap().key;
+    assert!(
+        quick
+            .iter()
+            .filter(|k| **k != report)
+            .all(|k| mine.contains(k))
     );
 }

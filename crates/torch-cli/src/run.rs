@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
-use mmerge_experiments::config::{ExperimentFile, Known};
+use mmerge_experiments::config::{ExperimentFile, Known, StudyFile};
 use mmerge_experiments::plan::{Plan, StageId, StageKind};
 use mmerge_experiments::run::{self as runner, Event, StageFailure, StageRunner, Status};
 use mmerge_experiments::store::{Lookup, RunStore, Verify};
@@ -120,7 +120,6 @@ struct Runner<'a> {
     args: &'a Args,
     exe: PathBuf,
     store: &'a RunStore,
-    file: &'a ExperimentFile,
     commit: Option<String>,
 }
 
@@ -136,8 +135,7 @@ impl StageRunner for Runner<'_> {
                 self.commit.clone(),
                 vec![command.clone()],
                 |_, out| -> anyhow::Result<()> {
-                    let study =
-                        runner::collect(plan, self.store, self.file, self.commit.clone(), command)?;
+                    let study = runner::collect(plan, self.store, self.commit.clone(), command)?;
                     write_report(&study, out)
                 },
             )
@@ -238,9 +236,16 @@ fn die_with_parent(_cmd: &mut Command) {}
 /// `mmerge run`. Returns whether every stage finished.
 pub fn run(a: Args) -> anyhow::Result<bool> {
     let cache = cache_dir();
-    let file = ExperimentFile::load(&a.experiment)?;
-    file.validate(&known(&file, &cache))?;
-    let plan = Plan::build(&file, &a.profile)?;
+    let file = StudyFile::load(&a.experiment)?;
+    for f in file.experiments() {
+        f.validate(&known(f, &cache))?;
+    }
+    let plan = file.plan(&a.profile)?;
+    let suite = file
+        .experiments()
+        .first()
+        .map(|f| f.experiment.suite.clone())
+        .context("a combination of no experiments")?;
     let store = RunStore::open(&a.store)?;
     if a.threads == 0 {
         bail!("--threads must be at least 1");
@@ -249,7 +254,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         threads: a.threads,
         device: a.device.clone(),
         cache,
-        suite: file.experiment.suite.clone(),
+        suite,
     };
     if let Some(key) = &a.stage {
         return run_one(&plan, &store, &ctx, key, &a.experiment);
@@ -272,7 +277,6 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         args: &a,
         exe,
         store: &store,
-        file: &file,
         commit: git_commit(&a.experiment),
     };
     let total = plan.stages.len();

@@ -15,6 +15,8 @@
 //! | eval     | suite, finetune              | `evaluation.json` (test scores and per-item values)|
 //! | zeroshot | suite, a model               | `evaluation.json` (retrieval without fine-tuning)  |
 //!
+//! A training stage of 0 steps (a seed budget of 0) writes the initialised model untrained.
+//! A training stage of 0 steps (a seed budget of 0) writes the initialised model untrained.
 //! Training stages use the recipe defaults of `scripts/pipeline` (AdamW β = (0.9, 0.98),
 //! weight decay 0.01, 10 % warm-up, cosine decay, clipping at 1) with the stage's learning
 //! rate, and evaluate nothing during training: scores come from the eval stages.
@@ -177,6 +179,14 @@ fn train(
     extra: Value,
     out: &Path,
 ) -> anyhow::Result<()> {
+    if c["steps"].as_u64() == Some(0) {
+        // No training (a seed budget of 0): the model is its initialisation.
+        let mut c = c.clone();
+        c["steps"] = json!(1);
+        let prepared = trainer::prepare(&recipe(ctx, suite, &c, extra)?)?;
+        trainer::save_model(&prepared, &out.join("model"))?;
+        return Ok(());
+    }
     let r = recipe(ctx, suite, c, extra)?;
     let prepared = trainer::prepare(&r)?;
     let sink = Sink::new(SinkConfig {

@@ -350,6 +350,25 @@ pub struct TrainOptions {
     pub resume: bool,
 }
 
+/// Writes the network as it is (encoder and heads), its `config.json` and its
+/// `tokenizer.json` into the folder `dir` (atomically, replacing it): the `model/` of a run,
+/// which `init: {checkpoint: DIR}` loads.
+pub fn save_model(p: &Prepared, dir: &Path) -> Result<()> {
+    let tok = p.tokenizer.to_json()?;
+    let config = p.net.config().to_json();
+    let vars: BTreeMap<String, Tensor> = p.net.vs.variables().into_iter().collect();
+    mmerge_models::io::write_folder(
+        dir,
+        &vars,
+        &[
+            ("config.json", config.as_bytes()),
+            ("tokenizer.json", tok.as_bytes()),
+        ],
+        true,
+    )?;
+    Ok(())
+}
+
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
@@ -517,18 +536,7 @@ pub fn train(mut p: Prepared, run: &Path, sink: &Sink, opts: TrainOptions) -> Re
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     let trained = r.steps - start;
-    let tok = p.tokenizer.to_json()?;
-    let config = p.net.config().to_json();
-    let vars: BTreeMap<String, Tensor> = p.net.vs.variables().into_iter().collect();
-    mmerge_models::io::write_folder(
-        &model_dir,
-        &vars,
-        &[
-            ("config.json", config.as_bytes()),
-            ("tokenizer.json", tok.as_bytes()),
-        ],
-        true,
-    )?;
+    save_model(&p, &model_dir)?;
     for old in state::states(run)? {
         state::remove_state(&old)?;
     }
