@@ -801,7 +801,7 @@ pub struct CombinationFile {
 /// What `mmerge run` reads: an experiment, or a combination of experiments.
 #[derive(Debug, Clone)]
 pub enum StudyFile {
-    Experiment(ExperimentFile),
+    Experiment(Box<ExperimentFile>),
     Combination(CombinationFile),
 }
 
@@ -818,7 +818,9 @@ impl StudyFile {
             .and_then(|v| v.as_mapping().map(|m| m.contains_key("combine")))
             .unwrap_or(false);
         if !is_combination {
-            return Ok(StudyFile::Experiment(ExperimentFile::parse(text, path)?));
+            return Ok(StudyFile::Experiment(Box::new(ExperimentFile::parse(
+                text, path,
+            )?)));
         }
         let combination: Combination = serde_yaml_ng::from_str(&text).map_err(|e| {
             let msg = e.to_string();
@@ -877,7 +879,7 @@ impl StudyFile {
     /// The experiment files (one, or the combined ones).
     pub fn experiments(&self) -> Vec<&ExperimentFile> {
         match self {
-            StudyFile::Experiment(f) => vec![f],
+            StudyFile::Experiment(f) => vec![f.as_ref()],
             StudyFile::Combination(c) => c.parts.iter().collect(),
         }
     }
