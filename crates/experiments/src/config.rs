@@ -533,6 +533,46 @@ impl ExperimentFile {
             })
     }
 
+    /// Lets `tasks` (and profiles' `finetune_tasks`) name task kinds: a name that is not a
+    /// task of the suite but the kind of some (`vqa`, `retrieval`, `nlvr2`, `image_cls`,
+    /// ...) stands for every task of that kind, in the suite's order. So one file runs on the
+    /// synthetic suite (whose tasks are called by their kinds) and on the real-asset suite
+    /// (`tuxpaint_vqa`, `emoji_vqa`, ...) by changing its `suite` line. `suite_tasks`: the
+    /// suite's (name, kind) pairs.
+    pub fn expand_task_kinds(&mut self, suite_tasks: &[(String, String)]) {
+        let expand = |name: &String| -> Vec<String> {
+            if suite_tasks.iter().any(|(n, _)| n == name) {
+                return vec![name.clone()];
+            }
+            let of_kind: Vec<String> = suite_tasks
+                .iter()
+                .filter(|(_, k)| k == name)
+                .map(|(n, _)| n.clone())
+                .collect();
+            if of_kind.is_empty() {
+                vec![name.clone()] // validate() names it with the valid choices
+            } else {
+                of_kind
+            }
+        };
+        let e = &mut self.experiment;
+        let mut tasks: Vec<String> = vec![];
+        for t in &e.tasks {
+            for x in expand(t) {
+                if !tasks.contains(&x) {
+                    tasks.push(x);
+                }
+            }
+        }
+        e.tasks = tasks;
+        for p in e.profiles.values_mut() {
+            p.finetune_tasks = std::mem::take(&mut p.finetune_tasks)
+                .into_iter()
+                .flat_map(|(k, v)| expand(&k).into_iter().map(move |x| (x, v)))
+                .collect();
+        }
+    }
+
     /// The profile named `name`, or an error listing the file's profiles.
     pub fn profile(&self, name: &str) -> Result<&Profile> {
         self.experiment
@@ -874,6 +914,14 @@ impl StudyFile {
             combination,
             parts,
         }))
+    }
+
+    /// The experiment files, to change (see [`ExperimentFile::expand_task_kinds`]).
+    pub fn experiments_mut(&mut self) -> Vec<&mut ExperimentFile> {
+        match self {
+            StudyFile::Experiment(f) => vec![f.as_mut()],
+            StudyFile::Combination(c) => c.parts.iter_mut().collect(),
+        }
     }
 
     /// The experiment files (one, or the combined ones).

@@ -620,3 +620,55 @@ fn the_repository_experiments_parse_and_combine() {
             .all(|k| mine.contains(k))
     );
 }
+
+#[test]
+fn task_kinds_select_the_suites_tasks_so_one_line_switches_suites() {
+    let text = edit(
+        &quickstart_text(),
+        "suite: {synthetic: {scale: small, seed: 0}}",
+        "suite: real-assets",
+    );
+    let raw = |t: &str| ExperimentFile::parse(t.to_string(), Path::new("exp.yaml")).unwrap();
+    let mut f = raw(&text);
+    // The real-asset suite's tasks are named by source (a subset, as `mmerge data real`
+    // names them).
+    let suite: Vec<(String, String)> = [
+        ("tuxpaint_retrieval", "retrieval"),
+        ("tuxpaint_vqa", "vqa"),
+        ("emoji_retrieval", "retrieval"),
+        ("emoji_nlvr2", "nlvr2"),
+        ("fashion_cls", "image_cls"),
+    ]
+    .iter()
+    .map(|(n, k)| (n.to_string(), k.to_string()))
+    .collect();
+    f.expand_task_kinds(&suite);
+    assert_eq!(
+        f.experiment.tasks,
+        [
+            "tuxpaint_vqa",
+            "tuxpaint_retrieval",
+            "emoji_retrieval",
+            "emoji_nlvr2"
+        ]
+    );
+    let mut known = known();
+    known.tasks = suite.iter().map(|(n, _)| n.clone()).collect();
+    f.validate(&known).unwrap();
+    let p = Plan::build(&f, "full").unwrap();
+    // The full profile's `nlvr2: 3000` reaches the NLVR2-kind task.
+    assert_eq!(
+        p.stages[index_of(&p, "s0/finetune/baseline/emoji_nlvr2")].config["steps"],
+        3000
+    );
+    // A name that is a task of the suite stays itself; one that is neither is reported.
+    let mut g = raw(&edit(
+        &text,
+        "tasks: [vqa, retrieval, nlvr2]",
+        "tasks: [emoji_nlvr2, vqq]",
+    ));
+    g.expand_task_kinds(&suite);
+    assert_eq!(g.experiment.tasks, ["emoji_nlvr2", "vqq"]);
+    let err = g.validate(&known).unwrap_err();
+    assert!(err.to_string().contains("unknown task `vqq`"), "{err}");
+}

@@ -53,16 +53,36 @@ pub struct Args {
     pub stage: Option<String>,
 }
 
-/// The names an experiment file may use: this build's registries.
-fn known(file: &ExperimentFile, cache: &Path) -> Known {
+/// The tasks of an experiment's suite as (name, kind); `None` for a synthetic suite, whose
+/// tasks are `mmerge_data::synth::TASKS` (the suite stage generates it).
+fn suite_tasks(
+    file: &ExperimentFile,
+    cache: &Path,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let Some(dir) = file.experiment.suite.resolve(cache) else {
+        return Ok(None);
+    };
+    let suite = mmerge_data::suite::Suite::open(&dir).with_context(|| {
+        format!(
+            "{}: the suite {} (the real-asset suite: build it with datasets/build-real-assets)",
+            file.path.display(),
+            dir.display()
+        )
+    })?;
+    Ok(Some(
+        suite
+            .tasks()
+            .map(|t| (t.name().to_string(), t.kind().name().to_string()))
+            .collect(),
+    ))
+}
+
+/// The names an experiment file may use: this build's registries and the suite's tasks.
+fn known(suite_tasks: Option<&[(String, String)]>) -> Known {
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(String::from).collect::<Vec<_>>();
-    let tasks = match file.experiment.suite.resolve(cache) {
+    let tasks = match suite_tasks {
         None => names(&mut mmerge_data::synth::TASKS.iter().copied()),
-        Some(dir) => match mmerge_data::suite::Suite::open(&dir) {
-            Ok(s) => s.tasks().map(|t| t.name().to_string()).collect(),
-            // Not built yet: the suite stage reports it; names are checked then.
-            Err(_) => file.experiment.tasks.clone(),
-        },
+        Some(t) => t.iter().map(|(n, _)| n.clone()).collect(),
     };
     Known {
         methods: names(&mut mmerge_merge::MethodKind::NAMES.iter().copied()),
@@ -236,9 +256,13 @@ fn die_with_parent(_cmd: &mut Command) {}
 /// `mmerge run`. Returns whether every stage finished.
 pub fn run(a: Args) -> anyhow::Result<bool> {
     let cache = cache_dir();
-    let file = StudyFile::load(&a.experiment)?;
-    for f in file.experiments() {
-        f.validate(&known(f, &cache))?;
+    let mut file = StudyFile::load(&a.experiment)?;
+    for f in file.experiments_mut() {
+        let tasks = suite_tasks(f, &cache)?;
+        if let Some(t) = &tasks {
+            f.expand_task_kinds(t);
+        }
+        f.validate(&known(tasks.as_deref()))?;
     }
     let plan = file.plan(&a.profile)?;
     let suite = file
