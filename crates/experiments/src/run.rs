@@ -69,7 +69,8 @@ pub trait StageRunner: Sync {
     fn run(&self, plan: &Plan, id: StageId) -> std::result::Result<(), StageFailure>;
 }
 
-/// What the scheduler tells its caller as it goes.
+/// What the scheduler tells its caller as it goes (every stage gets one `Finished`, cached
+/// ones first).
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     Started(StageId),
@@ -136,7 +137,11 @@ pub fn run_plan(
     let mut status: Vec<Option<Status>> = vec![None; n];
     for (i, s) in plan.stages.iter().enumerate() {
         match store.lookup_with(s.kind.name(), &s.key, verify)? {
-            Lookup::Done(_) => status[i] = Some(Status::Cached),
+            Lookup::Done(_) => {
+                let st = Status::Cached;
+                on_event(plan, Event::Finished(StageId(i), &st));
+                status[i] = Some(st);
+            }
             Lookup::Missing => {}
             Lookup::Corrupt(_) => store.discard(s.kind.name(), &s.key)?,
         }
