@@ -76,6 +76,18 @@ pub enum ConfigError {
     },
 }
 
+/// serde's error as a [`ConfigError::Yaml`] of `path`.
+fn yaml_error(e: serde_yaml_ng::Error, path: &Path) -> ConfigError {
+    let msg = e.to_string();
+    // serde_yaml_ng appends " at line L column C"; the line goes in our prefix.
+    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+    ConfigError::Yaml {
+        path: path.to_path_buf(),
+        line: e.location().map(|l| l.line()),
+        message: msg,
+    }
+}
+
 fn line_suffix(line: Option<usize>) -> String {
     line.map(|l| format!(":{l}")).unwrap_or_default()
 }
@@ -497,16 +509,8 @@ impl ExperimentFile {
 
     /// Parses experiment text; `path` names it in errors.
     pub fn parse(text: String, path: &Path) -> Result<ExperimentFile> {
-        let experiment: Experiment = serde_yaml_ng::from_str(&text).map_err(|e| {
-            let msg = e.to_string();
-            // serde_yaml_ng appends " at line L column C"; the line goes in our prefix.
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            ConfigError::Yaml {
-                path: path.to_path_buf(),
-                line: e.location().map(|l| l.line()),
-                message: msg,
-            }
-        })?;
+        let experiment: Experiment =
+            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(e, path))?;
         Ok(ExperimentFile {
             path: path.to_path_buf(),
             text,
@@ -862,15 +866,8 @@ impl StudyFile {
                 text, path,
             )?)));
         }
-        let combination: Combination = serde_yaml_ng::from_str(&text).map_err(|e| {
-            let msg = e.to_string();
-            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
-            ConfigError::Yaml {
-                path: path.to_path_buf(),
-                line: e.location().map(|l| l.line()),
-                message: msg,
-            }
-        })?;
+        let combination: Combination =
+            serde_yaml_ng::from_str(&text).map_err(|e| yaml_error(e, path))?;
         let invalid = |at: At, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
             line: locate(&text, &at.segs()),

@@ -321,15 +321,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
                 Status::Ran { seconds } => {
                     format!("done   {} ({seconds:.1} s)", plan.stage(id).name)
                 }
-                Status::Failed(f) => format!(
-                    "FAILED {}: {}{}",
-                    plan.stage(id).name,
-                    f.message,
-                    f.log
-                        .as_ref()
-                        .map(|p| format!(" (log: {})", p.display()))
-                        .unwrap_or_default()
-                ),
+                Status::Failed(f) => format!("FAILED {}: {}", plan.stage(id).name, failure(f)),
                 Status::Skipped { input } => format!(
                     "skip   {} (needs {})",
                     plan.stage(id).name,
@@ -348,15 +340,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         summary.seconds
     );
     for (id, f) in summary.failures() {
-        eprintln!(
-            "  failed: {} — {}{}",
-            plan.stage(id).name,
-            f.message,
-            f.log
-                .as_ref()
-                .map(|p| format!("\n          log: {}", p.display()))
-                .unwrap_or_default()
-        );
+        eprintln!("  failed: {} — {}", plan.stage(id).name, failure(f));
     }
     if !summary.complete() {
         return Ok(false);
@@ -369,6 +353,14 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     runner::publish(&plan, &store, &dir, &dst)?;
     println!("report: {}", dst.join("README.md").display());
     Ok(true)
+}
+
+/// A failure's message and, where one was kept, its log's path.
+fn failure(f: &StageFailure) -> String {
+    match &f.log {
+        Some(p) => format!("{} (log: {})", f.message, p.display()),
+        None => f.message.clone(),
+    }
 }
 
 /// `run --stage KEY`: one stage, in this process.
