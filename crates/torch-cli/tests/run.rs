@@ -255,3 +255,74 @@ fn bad_experiments_fail_before_any_stage_with_file_line_and_choices() {
         stderr(&out)
     );
 }
+
+#[test]
+fn arms_a_zero_step_seed_and_a_combination_run_to_one_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let text = std::fs::read_to_string(fixture()).unwrap();
+    let init = text
+        .replace("seed_pretrain: 4,", "seed_pretrain: [0, 4],")
+        .replace("name: tiny", "name: tiny-init");
+    let arch = text
+        .replace(
+            "sharing: all_specific",
+            "sharing: [all_specific, custom_ffn]",
+        )
+        .replace("name: tiny", "name: tiny-arch");
+    assert!(init != text && arch != text);
+    std::fs::write(dir.join("init.yaml"), init).unwrap();
+    std::fs::write(dir.join("arch.yaml"), arch).unwrap();
+    std::fs::write(
+        dir.join("metrics.yaml"),
+        "name: tiny-metrics\ncombine: [init.yaml, arch.yaml]\n",
+    )
+    .unwrap();
+    run(&dir.join("init.yaml"), dir, "s");
+    run(&dir.join("arch.yaml"), dir, "s");
+    // The combination runs nothing but its report.
+    let out = run(&dir.join("metrics.yaml"), dir, "s");
+    assert!(stderr(&out).contains("1 stages ran"), "{}", stderr(&out));
+    let study: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("results/tiny-metrics/study.json")).unwrap(),
+    )
+    .unwrap();
+    // Arms: budgets 0 and 4 (all_specific), and custom_ffn at 4.
+    let arms: Vec<(u64, String)> = study["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["seed_steps"].as_u64().unwrap(),
+                a["sharing"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        arms,
+        [
+            (0, "all_specific".into()),
+            (4, "all_specific".into()),
+            (4, "custom_ffn".into())
+        ]
+    );
+    assert_eq!(study["expert_distances"].as_array().unwrap().len(), 3);
+    // The 0-step W0 is the initialisation: a seed stage with a model and no training log.
+    let seeds: Vec<PathBuf> = std::fs::read_dir(dir.join("s/seed"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("stage.json").is_file())
+        .collect();
+    assert_eq!(seeds.len(), 2);
+    let untrained: Vec<&PathBuf> = seeds
+        .iter()
+        .filter(|p| !p.join("log.txt").exists())
+        .collect();
+    assert_eq!(untrained.len(), 1);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(untrained[0].join("stage.json")).unwrap()).unwrap();
+    assert_eq!(record["config"]["steps"], 0);
+    assert!(untrained[0].join("model/config.json").is_file());
+    assert!(untrained[0].join("model/tokenizer.json").is_file());
+}
