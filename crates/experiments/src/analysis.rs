@@ -17,7 +17,9 @@
 //!   x̄ = Σₛ xₛ / n, s = √(Σₛ (xₛ − x̄)² / (n − 1)) (s = 0 for n = 1; [`stats::mean_std`]).
 //! - A task's headline h_t(m) = the mean over its primary scores of their seed means
 //!   (retrieval: (TR@1 + IR@1) / 2); defined only when every primary score is measured.
-//! - Mean primary score M(m) = the mean of h_t(m) over the tasks where it is defined. "The
+//! - Mean primary score M(m) = the mean of h_t(m) over the tasks where it is defined, among
+//!   the tasks every fine-tuned model of the study was evaluated on (in a combination of
+//!   experiments with different task lists, the common ones, so arms compare alike). "The
 //!   best merge" of a set is the one measured on the most tasks, then with the highest M
 //!   (then the first in plan order). It is chosen on the test items it is then judged on, so
 //!   its comparisons are optimistic by that selection.

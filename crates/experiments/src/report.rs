@@ -9,7 +9,7 @@
 //!   and the zero-shot signals after merging), each followed by a link to its CSV, then the
 //!   findings (`## Findings`, one bullet per [`Finding`]: `**<claim>** — <verdict>:
 //!   <evidence>`, the verdict as [`Verdict::text`] gives it; no section when there are none),
-//!   then every figure (PNG inline, SVG linked);
+//!   then every figure (SVG inline, PNG linked; `results/` commits the SVGs only);
 //! - `tables/NN-<slug>.csv`: each table as CSV (`NN` its 1-based position, two digits; the
 //!   slug from its title), mean/std/n in separate columns ([`Table::to_csv`]);
 //! - `plots/<name>.png` and `plots/<name>.svg`: plots from [`line_plot`] (score vs
@@ -152,7 +152,7 @@ impl Report {
         for f in &self.figures {
             let caption = f.caption.replace(['\r', '\n', '[', ']'], " ");
             out.push_str(&format!(
-                "\n![{caption}](plots/{name}.png)\n\n{caption} ([SVG](plots/{name}.svg))\n",
+                "\n![{caption}](plots/{name}.svg)\n\n{caption} ([PNG](plots/{name}.png))\n",
                 name = f.name
             ));
         }
@@ -235,7 +235,7 @@ mod tests {
             md,
             "# t\n\n## Findings\n\n- **A** — holds: x = 1\n\
              - **B** — inconclusive at this scale: two lines\n\n## Figures\n\n\
-             ![c](plots/f.png)\n\nc ([SVG](plots/f.svg))\n"
+             ![c](plots/f.svg)\n\nc ([PNG](plots/f.png))\n"
         );
         assert_eq!(Verdict::DoesNotHold.text(), "does not hold");
     }

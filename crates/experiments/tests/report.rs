@@ -377,7 +377,7 @@ fn report_writes_readme_and_csvs() {
     assert_eq!(readme, report.to_markdown().unwrap());
     assert!(readme.starts_with("# exp1\n\nViT-B/16 + BERT-base, 3 seeds.\n\n### Main results\n"));
     assert!(readme.contains("[CSV](tables/01-main-results.csv)"));
-    assert!(readme.contains("![Score vs α](plots/score-vs-alpha.png)"));
+    assert!(readme.contains("![Score vs α](plots/score-vs-alpha.svg)"));
     let csv = std::fs::read_to_string(out.join("tables/01-main-results.csv")).unwrap();
     assert_eq!(csv, sample_table().to_csv().unwrap());
     assert_eq!(Report::plots_dir(&out), out.join("plots"));

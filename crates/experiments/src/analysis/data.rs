@@ -76,6 +76,9 @@ pub(crate) struct Ctx<'a> {
     pub arms: Vec<ArmModels<'a>>,
     models: BTreeMap<(usize, &'a str, u64), &'a ModelResult>,
     distances: BTreeMap<(u64, usize), &'a DistanceResult>,
+    /// The tasks M and M_s average over: those every fine-tuned model of the study was
+    /// evaluated on (all of them in one experiment; a combination's arms may differ).
+    common_tasks: Vec<&'a str>,
 }
 
 /// `seed steps N, experts sharing S`.
@@ -238,6 +241,17 @@ impl<'a> Ctx<'a> {
         } else {
             vec![]
         };
+        let fine_tuned: Vec<&ModelResult> = study
+            .models
+            .iter()
+            .filter(|m| !m.tasks.is_empty())
+            .collect();
+        let common_tasks = study
+            .tasks
+            .iter()
+            .filter(|t| fine_tuned.iter().all(|m| m.tasks.contains_key(*t)))
+            .map(String::as_str)
+            .collect();
         Ok(Ctx {
             study,
             kinds,
@@ -246,6 +260,7 @@ impl<'a> Ctx<'a> {
             arms,
             models,
             distances,
+            common_tasks,
         })
     }
 
@@ -373,7 +388,7 @@ impl<'a> Ctx<'a> {
     /// M: (tasks measured, mean of h_t over them); None when no task is measured.
     pub fn overall(&self, arm: usize, name: &str) -> Result<Option<(usize, f64)>> {
         let mut hs = Vec::new();
-        for task in &self.study.tasks {
+        for &task in &self.common_tasks {
             if let Some(h) = self.headline(arm, name, task)? {
                 hs.push(h);
             }
@@ -385,7 +400,7 @@ impl<'a> Ctx<'a> {
     /// measured.
     pub fn seed_overall(&self, arm: usize, name: &str, seed: u64) -> Option<f64> {
         let mut hs = Vec::new();
-        for task in &self.study.tasks {
+        for &task in &self.common_tasks {
             let vals: Option<Vec<f64>> = self
                 .task_cols(task)
                 .map(|c| self.value(arm, name, seed, c))
