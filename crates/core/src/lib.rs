@@ -8,6 +8,7 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod dtype;
 pub mod error;
+pub mod fs;
 pub mod hash;
 pub mod header;
 pub mod hub;

@@ -401,39 +401,17 @@ pub fn collect(
 /// by kind, from the stage records (so a rerun that computed nothing reports the same).
 pub fn publish(plan: &Plan, store: &RunStore, report: &StageDir, dst: &Path) -> Result<()> {
     let dir = AtomicDir::create(dst, true)?;
-    copy_tree(report.path(), dir.path(), true)?;
+    mmerge_core::fs::copy_tree(report.path(), dir.path())?;
+    let record = dir.path().join("stage.json");
+    std::fs::remove_file(&record).map_err(|e| RunError::Output {
+        path: record,
+        message: e.to_string(),
+    })?;
     write_atomic(
         &dir.path().join("timing.md"),
         timing(plan, store)?.as_bytes(),
     )?;
     dir.finish()?;
-    Ok(())
-}
-
-fn copy_tree(src: &Path, dst: &Path, top: bool) -> Result<()> {
-    let io = |p: &Path, e: std::io::Error| RunError::Output {
-        path: p.to_path_buf(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(dst).map_err(|e| io(dst, e))?;
-    let mut entries: Vec<_> = std::fs::read_dir(src)
-        .map_err(|e| io(src, e))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| io(src, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name();
-        if top && name == "stage.json" {
-            continue;
-        }
-        let from = entry.path();
-        let to = dst.join(&name);
-        if from.is_dir() {
-            copy_tree(&from, &to, false)?;
-        } else {
-            std::fs::copy(&from, &to).map_err(|e| io(&from, e))?;
-        }
-    }
     Ok(())
 }
 

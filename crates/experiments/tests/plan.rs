@@ -24,36 +24,15 @@ fn quickstart_text() -> String {
     text.replace("\nseeds: [0, 1, 2]\n", "\nseeds: [0]\n")
 }
 
+/// The names the binary passes: the merge and distance registries and the synthetic suite's
+/// tasks from their crates; the train crate's objectives and the models' presets and sharing
+/// variants (crates that link libtorch) as they are listed there.
 fn known() -> Known {
+    let distances: Vec<&str> = mmerge_distance::DISTANCES.iter().map(|d| d.name).collect();
     Known::new(
-        &[
-            "linear",
-            "task_arithmetic",
-            "ties",
-            "dare_linear",
-            "dare_ties",
-            "slerp",
-            "passthrough",
-        ],
-        &[
-            "l2",
-            "l2_normalized",
-            "cosine",
-            "sign",
-            "soft_sign",
-            "truncated_soft_sign",
-        ],
-        &[
-            "vqa",
-            "retrieval",
-            "nlvr2",
-            // The synthetic suite's task names (mmerge_data::synth::TASKS).
-            "segmentation",
-            "shape_cls",
-            "count_cls",
-            "caption_colour",
-            "caption_count",
-        ],
+        mmerge_merge::MethodKind::NAMES,
+        &distances,
+        &mmerge_data::synth::TASKS,
         &["itc", "itm", "mlm", "text_mlm", "mim"],
         &["tiny", "small", "medium", "base"],
         &[

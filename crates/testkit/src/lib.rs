@@ -7,14 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// The cache root: `$MMERGE_CACHE` unless unset or empty, else `$HOME/.cache/mmerge` (as
-/// `scripts/env.sh` reads it: `${MMERGE_CACHE:-$HOME/.cache/mmerge}`).
-pub fn cache_dir() -> PathBuf {
-    match std::env::var_os("MMERGE_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mmerge"),
-    }
-}
+/// The cache root (`mmerge_core::fs::cache_dir`).
+pub use mmerge_core::fs::cache_dir;
 
 /// The folder of the fetched model `name`, which must hold `file`.
 ///

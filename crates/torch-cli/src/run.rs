@@ -94,13 +94,6 @@ fn known(suite_tasks: Option<&[(String, String)]>) -> Known {
     }
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("MMERGE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/mmerge")))
-        .unwrap_or_else(|| PathBuf::from(".cache/mmerge"))
-}
-
 /// The commit of the checkout holding `file` (`-dirty` when it has uncommitted changes to
 /// tracked files), if it is in one.
 fn git_commit(file: &Path) -> Option<String> {
@@ -262,7 +255,7 @@ fn die_with_parent(_cmd: &mut Command) {}
 
 /// `mmerge run`. Returns whether every stage finished.
 pub fn run(a: Args) -> anyhow::Result<bool> {
-    let cache = cache_dir();
+    let cache = mmerge_core::fs::cache_dir();
     let mut file = StudyFile::load(&a.experiment)?;
     for f in file.experiments_mut() {
         let tasks = suite_tasks(f, &cache)?;

@@ -186,16 +186,7 @@ fn assert_same_model(a: &Path, b: &Path) {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
+    mmerge_core::fs::copy_tree(from, to).unwrap();
 }
 
 fn log(run: &Path) -> String {

@@ -37,16 +37,7 @@ fn fixtures_with_answers(tmp: &Path) -> PathBuf {
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
+    mmerge_core::fs::copy_tree(src, dst).unwrap();
 }
 
 #[test]

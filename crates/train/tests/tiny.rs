@@ -608,16 +608,7 @@ fn checkpoint_of_another_preset_names_keys() {
 
 /// Copies a folder tree.
 fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
+    mmerge_core::fs::copy_tree(from, to).unwrap();
 }
 
 #[test]
