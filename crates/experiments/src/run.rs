@@ -35,6 +35,10 @@ pub enum RunError {
     Output { path: PathBuf, message: String },
     #[error("stage {name} is not finished in the run store")]
     NotDone { name: String },
+    #[error(transparent)]
+    Analysis(#[from] crate::analysis::AnalysisError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
 }
 
 /// The result of this module.
@@ -394,6 +398,27 @@ pub fn collect(
         models,
         expert_distances,
     })
+}
+
+/// The report stage's outputs in `out`: `study.json` (every score of every model, without the
+/// per-item values, which stay in the eval stages' `evaluation.json` in the run store: with
+/// them a study's JSON runs to tens of megabytes), then the tables, plots and findings
+/// ([`crate::analysis`]).
+pub fn write_report(study: &Study, out: &Path) -> Result<()> {
+    let mut summary = study.clone();
+    for m in &mut summary.models {
+        for e in m.tasks.values_mut().chain(m.zero_shot.as_mut()) {
+            e.items.clear();
+        }
+    }
+    let path = out.join("study.json");
+    let bytes = mmerge_core::json::to_pretty(&summary).map_err(|e| RunError::Output {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomic(&path, &bytes)?;
+    crate::analysis::analyse(study, out)?.write(out)?;
+    Ok(())
 }
 
 /// Copies a finished report stage's files (not its `stage.json`) to `dst`, replacing what was

@@ -149,30 +149,13 @@ impl StageRunner for Runner<'_> {
                 vec![command.clone()],
                 |_, out| -> anyhow::Result<()> {
                     let study = runner::collect(plan, self.store, self.commit.clone(), command)?;
-                    write_report(&study, out)
+                    Ok(runner::write_report(&study, out)?)
                 },
             )
             .map(|_| ());
         }
         self.spawn(plan, id)
     }
-}
-
-/// The report of a study into `out`: `study.json` (every score of every model, without the
-/// per-item values, which stay in the eval stages' `evaluation.json` in the run store: with
-/// them a study's JSON runs to tens of megabytes), then the tables, plots and findings.
-fn write_report(study: &mmerge_experiments::study::Study, out: &Path) -> anyhow::Result<()> {
-    let mut summary = study.clone();
-    for m in &mut summary.models {
-        for e in m.tasks.values_mut().chain(m.zero_shot.as_mut()) {
-            e.items.clear();
-        }
-    }
-    let bytes = mmerge_core::json::to_pretty(&summary)?;
-    mmerge_core::atomic::write_atomic(&out.join("study.json"), &bytes)?;
-    let report = mmerge_experiments::analysis::analyse(study, out)?;
-    report.write(out)?;
-    Ok(())
 }
 
 impl Runner<'_> {
