@@ -32,6 +32,13 @@ pub struct Args {
     /// Merge only this expert (repeatable); slerp and passthrough take exactly one.
     #[arg(long = "expert", value_name = "EXPERT")]
     only: Vec<String>,
+    /// For a data-dependent method (regmean, fisher, gradient_matching): the statistics folder
+    /// of MULTIWAY (`mmerge statistics`).
+    #[arg(long)]
+    statistics: Option<PathBuf>,
+    /// The statistics folder of --base (gradient_matching, unless base_scale=0).
+    #[arg(long)]
+    base_statistics: Option<PathBuf>,
     /// Seed of the random methods (dare_linear, dare_ties).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -68,6 +75,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !method.needs_base() && a.base.is_some() {
         bail!("{} takes no --base; the experts alone merge", method.name());
     }
+    let reads = method.statistics().folder();
+    if reads.is_some() && a.statistics.is_none() {
+        bail!(
+            "{} reads statistics collected on data: give --statistics DIR (made by `mmerge statistics`)",
+            method.name()
+        );
+    }
+    if reads.is_none() && (a.statistics.is_some() || a.base_statistics.is_some()) {
+        bail!(
+            "{} is data-free: drop --statistics/--base-statistics",
+            method.name()
+        );
+    }
     let multiway = Checkpoint::open(&a.multiway)?;
     let base = a.base.as_ref().map(Checkpoint::open).transpose()?;
     let opts = ExpertOptions {
@@ -80,6 +100,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         only: a.only,
         base,
         seed: a.seed,
+        statistics: a.statistics,
+        base_statistics: a.base_statistics,
     };
     let plan = experts::plan(multiway, method, opts)?;
     let mut run = mmerge_merge::MergeOptions::new(&a.out_dir);

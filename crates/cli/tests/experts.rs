@@ -90,6 +90,7 @@ fn merge_experts_writes_the_bytes_of_the_library_call() {
         only: vec![],
         base: Some(Checkpoint::open(&w0).unwrap()),
         seed: 3,
+        ..Default::default()
     };
     let plan = experts::plan(Checkpoint::open(&mw).unwrap(), MethodKind::Ties, opts).unwrap();
     let mut run = mmerge_merge::MergeOptions::new(d.join("lib"));

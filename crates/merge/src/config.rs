@@ -8,6 +8,7 @@
 //! the file and the YAML line of the offending node, which the YAML parser itself reports
 //! ([`locate`]), and list the valid choices.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mmerge_core::Dtype;
@@ -36,6 +37,9 @@ pub struct MergeConfig {
     pub out_dtype: Option<Spanned<Dtype>>,
     pub tokenizer_source: Option<String>,
     pub name: Option<String>,
+    /// mmerge's extension for data-dependent methods: per model (as the config names it), the
+    /// statistics folder collected on data (`mmerge-torch statistics`).
+    pub statistics: Option<BTreeMap<String, String>>,
 }
 
 /// The config as YAML spells it, before [`MergeConfig::from_yaml`] types and checks it.
@@ -59,6 +63,8 @@ struct RawConfig {
     tokenizer_source: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    statistics: Option<BTreeMap<String, String>>,
 }
 
 /// One entry of `models:`.
@@ -212,6 +218,7 @@ impl MergeConfig {
             out_dtype,
             tokenizer_source: raw.tokenizer_source,
             name: raw.name,
+            statistics: raw.statistics,
         };
         for (i, model) in cfg.model_refs().into_iter().enumerate() {
             if model.contains('+') {
@@ -242,8 +249,44 @@ impl MergeConfig {
                 format!("merge_method `{}` needs `base_model`", method.name()),
             ));
         }
+        cfg.check_statistics(text, path)?;
         cfg.check_param_names(text, path)?;
         Ok(cfg)
+    }
+
+    /// `statistics:` names models of this merge, and only for a method that reads them.
+    fn check_statistics(&self, text: &str, path: &Path) -> Result<()> {
+        let Some(stats) = &self.statistics else {
+            return Ok(());
+        };
+        let method = self.method();
+        let err = |line: Option<usize>, message: String| MergeError::Config {
+            path: path.to_path_buf(),
+            line,
+            message,
+        };
+        if method.statistics().folder().is_none() {
+            return Err(err(
+                locate(text, &[Seg::Key("statistics")]),
+                format!(
+                    "merge_method `{}` reads no statistics; remove `statistics`",
+                    method.name()
+                ),
+            ));
+        }
+        let refs = self.model_refs();
+        for model in stats.keys() {
+            if !refs.contains(&model.as_str()) {
+                return Err(err(
+                    locate(text, &[Seg::Key("statistics"), Seg::Key(model)]),
+                    format!(
+                        "statistics for `{model}`, which is not a model of this merge (models: {})",
+                        refs.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The method.

@@ -50,4 +50,7 @@ pub enum MergeError {
         key: String,
         message: String,
     },
+    /// A statistics folder does not fit the method or the models.
+    #[error("statistics {path}: {message}")]
+    Statistics { path: PathBuf, message: String },
 }

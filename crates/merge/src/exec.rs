@@ -314,6 +314,37 @@ impl TensorExec<'_> {
         Ok(())
     }
 
+    /// The shape of input `i` of the group (statistics tensors included).
+    pub fn input_shape(&self, i: usize) -> Result<Vec<usize>> {
+        let s = &self.ctx.group.inputs[i];
+        Ok(self.ctx.plan.models[s.model].require(&s.key)?.shape.clone())
+    }
+
+    /// The output tensor's shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.ctx.group.out.shape
+    }
+
+    /// The output tensor's name.
+    pub fn tensor(&self) -> &str {
+        self.name()
+    }
+
+    /// The whole of input `i` (for kernels that are not element-wise, like RegMean's solve);
+    /// its pages are released afterwards.
+    pub fn read_whole(&self, i: usize) -> Result<Vec<f32>> {
+        let s = &self.ctx.group.inputs[i];
+        let model = &self.ctx.plan.models[s.model];
+        let values = model.read_f32(&s.key)?;
+        model.release(&s.key);
+        Ok(values)
+    }
+
+    /// Checks and writes the whole output tensor.
+    pub fn write_whole(&self, out: &[f32]) -> Result<()> {
+        self.write(0, out)
+    }
+
     /// A byte-exact copy of the first input.
     fn copy(&self) -> Result<()> {
         let s = &self.ctx.group.inputs[0];

@@ -102,6 +102,10 @@ pub struct ExpertOptions {
     pub base: Option<Checkpoint>,
     /// Seed of DARE's random masks.
     pub seed: u64,
+    /// For a data-dependent method: the statistics folder of the multiway checkpoint (under
+    /// its expert keys) and of the base (under the shared keys).
+    pub statistics: Option<PathBuf>,
+    pub base_statistics: Option<PathBuf>,
 }
 
 /// Errors of the expert merge; each names the key, expert or option at fault.
@@ -212,8 +216,16 @@ pub fn plan(
         models.push(base);
     }
     let base = (models.len() == 2).then_some(1);
-    let mut plan =
-        MergePlan::from_groups(models, method, base, &options.params, groups, options.seed)?;
+    let statistics = [options.statistics, options.base_statistics];
+    let mut plan = MergePlan::from_groups(
+        models,
+        &statistics,
+        method,
+        base,
+        &options.params,
+        groups,
+        options.seed,
+    )?;
     plan.config_model = 0;
     plan.tokenizer_model = 0;
     // The result is the `shared` model of the same preset.

@@ -28,7 +28,8 @@ use std::sync::Arc;
 use crate::config::{MergeConfig, OutputSlice, model_path};
 use crate::error::{MergeError, Result};
 use crate::methods::{
-    DynKernel, Inputs, Kind, Method, MethodKind, ParamSpec, Scope, TensorPlan, Value, Values,
+    DynKernel, Inputs, Kind, Method, MethodKind, ParamSpec, Scope, Statistics, TensorPlan, Value,
+    Values,
 };
 use crate::params::{ParamMap, Scalar};
 
@@ -127,6 +128,12 @@ impl MergePlan {
         }
         let base = cfg.base_model.as_deref().map(|b| index[b]);
         let out_dtype = cfg.output_dtype();
+        let mut stats = vec![None; models.len()];
+        for (r, dir) in cfg.statistics.iter().flatten() {
+            let model = index[r.as_str()];
+            stats[model] = Some(models.len());
+            models.push(open_statistics(method, Path::new(dir))?);
+        }
 
         let (jobs, out_layers) = match (&cfg.models, &cfg.slices) {
             (Some(entries), _) => {
@@ -170,6 +177,7 @@ impl MergePlan {
                 &cfg.parameters,
                 method,
                 &models,
+                &stats,
                 base,
                 out_dtype,
                 job,
@@ -210,14 +218,25 @@ impl MergePlan {
     /// A plan over explicit key groups, e.g. the experts of a multiway checkpoint merging into
     /// its shared keys. `parameters` plays the top-level `parameters`; depth t comes from the
     /// output keys' layer indices as for a `models:` config.
+    ///
+    /// `statistics[i]`, for a method that reads statistics, is the statistics folder of model
+    /// `i` (missing entries: none).
     pub fn from_groups(
-        models: Vec<Checkpoint>,
+        mut models: Vec<Checkpoint>,
+        statistics: &[Option<PathBuf>],
         method: MethodKind,
         base: Option<usize>,
         parameters: &ParamMap,
         groups: Vec<KeyGroup>,
         seed: u64,
     ) -> Result<Self> {
+        let mut stats = vec![None; models.len()];
+        for (model, dir) in statistics.iter().enumerate() {
+            if let Some(dir) = dir {
+                stats[model] = Some(models.len());
+                models.push(open_statistics(method, dir)?);
+            }
+        }
         let n_layers = keys::layer_count(groups.iter().map(|g| g.out.as_str()));
         let mut planned = Vec::with_capacity(groups.len());
         for g in &groups {
@@ -253,7 +272,9 @@ impl MergePlan {
                     .collect(),
                 slice_params: EMPTY,
             };
-            planned.push(plan_group(parameters, method, &models, base, None, job)?);
+            planned.push(plan_group(
+                parameters, method, &models, &stats, base, None, job,
+            )?);
         }
         Ok(MergePlan {
             method,
@@ -485,10 +506,32 @@ fn check_sources(m: &Method, key: &str, members: usize, base: Option<usize>) -> 
     }
 }
 
+/// Opens the checkpoint of a statistics folder that `method` reads.
+fn open_statistics(method: MethodKind, dir: &Path) -> Result<Checkpoint> {
+    let Some(folder) = method.statistics().folder() else {
+        return Err(MergeError::Statistics {
+            path: dir.to_path_buf(),
+            message: format!("merge_method `{}` reads no statistics", method.name()),
+        });
+    };
+    let path = dir.join(folder);
+    if !path.exists() {
+        return Err(MergeError::Statistics {
+            path: dir.to_path_buf(),
+            message: format!(
+                "merge_method `{}` reads `{folder}/`, which this statistics folder lacks",
+                method.name()
+            ),
+        });
+    }
+    Ok(Checkpoint::open(path)?)
+}
+
 fn plan_group<'a>(
     top: &'a ParamMap,
     method: MethodKind,
     models: &[Checkpoint],
+    stats: &[Option<usize>],
     base: Option<usize>,
     out_dtype: Option<Dtype>,
     job: Job<'a>,
@@ -574,15 +617,48 @@ fn plan_group<'a>(
         }
         values.models.push(own);
     }
+    let stat_source = |member: &Member<'_>| {
+        let s = stats.get(member.model).copied().flatten()?;
+        models[s].meta(&member.key).map(|meta| {
+            let source = Source {
+                model: s,
+                key: member.key.clone(),
+            };
+            (source, meta.shape.clone())
+        })
+    };
+    let statistics: Vec<Option<(Source, Vec<usize>)>> = match m.statistics {
+        Statistics::None => vec![None; job.members.len()],
+        _ => job.members.iter().map(stat_source).collect(),
+    };
     let planned = (m.plan)(&TensorPlan {
         key,
+        shape: &first_meta.shape,
         members: job.members.len(),
         base: base_member,
         cast: group.out.dtype != first_meta.dtype,
         values,
+        statistics: statistics
+            .iter()
+            .map(|s| s.as_ref().map(|(_, shape)| shape.clone()))
+            .collect(),
     })?;
     group.base = planned.base.map(src);
     group.inputs = planned.inputs.into_iter().map(src).collect();
+    for i in planned.statistics {
+        let Some((source, _)) = statistics.get(i).cloned().flatten() else {
+            return Err(MergeError::Param {
+                name: "statistics".into(),
+                key: key.to_string(),
+                message: format!(
+                    "no {} statistics for member {i} ({})",
+                    m.name,
+                    models[job.members[i].model].path().display()
+                ),
+            });
+        };
+        group.inputs.push(source);
+    }
     group.kernel = planned.kernel;
     Ok(group)
 }

@@ -52,6 +52,42 @@ struct Fixture {
     base: BTreeMap<String, Vec<f32>>,
     /// The multiway checkpoint's tensors: W0 plus a different offset per expert.
     multiway: BTreeMap<String, Vec<f32>>,
+    /// Statistics of the data-dependent methods, under the keys of the multiway checkpoint and
+    /// of W0: a Fisher of every tensor, a Gram of every [4, 4] attention weight.
+    fisher: BTreeMap<String, Vec<f32>>,
+    gram: BTreeMap<String, Vec<f32>>,
+}
+
+/// Writes the statistics of `tensors` to `dir/{fisher,gram}`.
+fn write_statistics(
+    g: &mut Gen,
+    dir: &Path,
+    tensors: &Tensors,
+    fisher: &mut BTreeMap<String, Vec<f32>>,
+    gram: &mut BTreeMap<String, Vec<f32>>,
+) {
+    let (mut f_t, mut g_t): (Tensors, Tensors) = (vec![], vec![]);
+    for (key, shape, v) in tensors {
+        let f: Vec<f32> = g.vec(v.len(), 1.0).iter().map(|x| x * x).collect();
+        f_t.push((key.clone(), shape.clone(), f.clone()));
+        fisher.insert(key.clone(), f);
+        if key.contains(".attn.") {
+            // XᵀX / n of 12 random rows: symmetric positive definite.
+            let x = g.vec(12 * 4, 1.0);
+            let gr: Vec<f32> = (0..16)
+                .map(|ij| {
+                    (0..12)
+                        .map(|r| x[r * 4 + ij / 4] * x[r * 4 + ij % 4])
+                        .sum::<f32>()
+                        / 12.0
+                })
+                .collect();
+            g_t.push((key.clone(), vec![4, 4], gr.clone()));
+            gram.insert(key.clone(), gr);
+        }
+    }
+    write_model(&dir.join("fisher"), Dtype::F32, &f_t, 1 << 20, &[]).unwrap();
+    write_model(&dir.join("gram"), Dtype::F32, &g_t, 1 << 20, &[]).unwrap();
 }
 
 fn fixture() -> Fixture {
@@ -81,11 +117,18 @@ fn fixture() -> Fixture {
         &[("config.json", b"{\"sharing\": \"all-specific\"}")],
     )
     .unwrap();
+    let (mut fisher, mut gram) = (BTreeMap::new(), BTreeMap::new());
+    for (name, t) in [("w0", &base_t), ("multiway", &multi_t)] {
+        let stats = dir.path().join(format!("stats-{name}"));
+        write_statistics(&mut g, &stats, t, &mut fisher, &mut gram);
+    }
     let map = |t: Tensors| t.into_iter().map(|(k, _, v)| (k, v)).collect();
     Fixture {
         dir,
         base: map(base_t),
         multiway: map(multi_t),
+        fisher,
+        gram,
     }
 }
 
@@ -118,6 +161,9 @@ fn options(k: MethodKind, dir: &Path) -> ExpertOptions {
             .needs_base()
             .then(|| Checkpoint::open(dir.join("w0")).unwrap()),
         seed: 11,
+        statistics: k.statistics().folder().map(|_| dir.join("stats-multiway")),
+        base_statistics: (k.statistics().folder().is_some() && k.needs_base())
+            .then(|| dir.join("stats-w0")),
     }
 }
 
@@ -213,7 +259,20 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
                 .iter()
                 .map(|e| f.multiway[&expert_key(key, e)].clone())
                 .collect();
+            let stats = match k.statistics().folder() {
+                Some("fisher") => &f.fisher,
+                Some(_) => &f.gram,
+                None => &BTreeMap::new(),
+            };
+            let mut statistics: Vec<Vec<f32>> = experts
+                .iter()
+                .map(|e| stats.get(&expert_key(key, e)).cloned().unwrap_or_default())
+                .collect();
+            if k.needs_base() {
+                statistics.extend(stats.get(key).cloned());
+            }
             let want = (k.method().oracle)(&OracleCase {
+                statistics: &statistics,
                 tensor: key,
                 seed,
                 base: k.needs_base().then(|| f.base[key].as_slice()),

@@ -213,6 +213,24 @@ fn check_against_oracle(k: MethodKind, flags: bool, seed: u64) {
     let inputs: Vec<Tensors> = (0..n_inputs)
         .map(|i| write(&mut g, &format!("in{i}"), base.as_ref()))
         .collect();
+    // Data-dependent methods: a statistics folder per model, base included.
+    let mut names: Vec<String> = (0..n_inputs).map(|i| format!("in{i}")).collect();
+    if base.is_some() {
+        names.push("base".into());
+    }
+    let stats: Vec<Vec<Vec<f32>>> = match m.statistics.folder() {
+        None => vec![],
+        Some(folder) => names
+            .iter()
+            .map(|name| {
+                write_statistics(
+                    &mut g,
+                    &d.join(format!("stats-{name}")).join(folder),
+                    folder,
+                )
+            })
+            .collect(),
+    };
 
     let mut values = Values::default();
     let mut yaml = format!("merge_method: {}\n", m.name);
@@ -246,11 +264,23 @@ fn check_against_oracle(k: MethodKind, flags: bool, seed: u64) {
         values.shared.insert(spec.name, v);
     }
     yaml += "dtype: float32\n";
+    if !stats.is_empty() {
+        yaml += "statistics:\n";
+        for name in &names {
+            yaml += &format!(
+                "  {}: {}\n",
+                p(d, name).display(),
+                d.join(format!("stats-{name}")).display()
+            );
+        }
+    }
 
     let out = merge(d, &yaml, seed).unwrap_or_else(|e| panic!("{}: {e}\n{yaml}", m.name));
     for (t, (name, _)) in shapes().iter().enumerate() {
         let xs: Vec<Vec<f32>> = inputs.iter().map(|m| m[t].2.clone()).collect();
+        let statistics: Vec<Vec<f32>> = stats.iter().map(|s| s[t].clone()).collect();
         let want = (m.oracle)(&OracleCase {
+            statistics: &statistics,
             tensor: name,
             seed,
             base: base.as_ref().map(|b| b[t].2.as_slice()),
@@ -265,6 +295,45 @@ fn check_against_oracle(k: MethodKind, flags: bool, seed: u64) {
             1e-3,
         );
     }
+}
+
+/// Writes a statistics checkpoint for the test shapes and returns its tensors (empty where it
+/// has none): a Fisher (squares, ≥ 0) of every tensor, or the Gram XᵀX/n of a random X for the
+/// small linear weight only (the others are then averaged).
+fn write_statistics(g: &mut Gen, dir: &std::path::Path, folder: &str) -> Vec<Vec<f32>> {
+    let mut written: Tensors = vec![];
+    let mut values = vec![];
+    for (name, shape) in shapes() {
+        let numel: usize = shape.iter().product();
+        let v = match folder {
+            "fisher" => g.vec(numel, 1.0).iter().map(|x| x * x).collect(),
+            _ if shape.len() == 2 && shape[1] <= 8 => {
+                let (rows, d) = (3 * shape[1], shape[1]);
+                let x = g.vec(rows * d, 1.0);
+                let mut gram = vec![0f32; d * d];
+                for r in 0..rows {
+                    for i in 0..d {
+                        for j in 0..d {
+                            gram[i * d + j] += x[r * d + i] * x[r * d + j] / rows as f32;
+                        }
+                    }
+                }
+                gram
+            }
+            _ => vec![],
+        };
+        if !v.is_empty() {
+            let s = if folder == "fisher" {
+                shape.clone()
+            } else {
+                vec![shape[1], shape[1]]
+            };
+            written.push((name.clone(), s, v.clone()));
+        }
+        values.push(v);
+    }
+    write_model(dir, Dtype::F32, &written, 50_000, &[]).unwrap();
+    values
 }
 
 #[test]

@@ -283,6 +283,7 @@ fn merge(c: &Value, inputs: &[StageDir], out: &Path) -> anyhow::Result<()> {
             .collect(),
         base,
         seed,
+        ..Default::default()
     };
     let multiway = Checkpoint::open(model_dir(&inputs[0]))?;
     let plan = experts::plan(multiway, method, opts)?;

@@ -45,7 +45,7 @@ use mmerge_core::select::{Bracket, Pass, RadixSelect, Threshold};
 use super::linear::RUN;
 use super::{
     Goldens, Inputs, Kernel, Kind, Method, OracleCase, ParamSpec, Planned, Reference, Scope,
-    TensorPlan,
+    Statistics, TensorPlan,
 };
 use crate::error::Result;
 use crate::exec::{BLOCK, Chunk, Passes};
@@ -90,6 +90,7 @@ pub const TASK_ARITHMETIC: Method = Method {
     reference: Reference::Arxiv("2212.04089"),
     needs_base: true,
     inputs: Inputs::Many,
+    statistics: Statistics::None,
     params: &[WEIGHT, ParamSpec::flag("normalize", false), LAMBDA],
     plan: |t| plan(t, Sparsify::None, false),
     oracle: |c| oracle_case(c, Sparsify::None, false),
@@ -102,6 +103,7 @@ pub const TIES: Method = Method {
     reference: Reference::Arxiv("2306.01708"),
     needs_base: true,
     inputs: Inputs::Many,
+    statistics: Statistics::None,
     params: &sparsified_params(true, false),
     plan: |t| plan(t, Sparsify::Magnitude, true),
     oracle: |c| oracle_case(c, Sparsify::Magnitude, true),
@@ -114,6 +116,7 @@ pub const DARE_LINEAR: Method = Method {
     reference: Reference::Arxiv("2311.03099"),
     needs_base: true,
     inputs: Inputs::Many,
+    statistics: Statistics::None,
     params: &sparsified_params(false, true),
     plan: |t| plan(t, Sparsify::Random, false),
     oracle: |c| oracle_case(c, Sparsify::Random, false),
@@ -126,6 +129,7 @@ pub const DARE_TIES: Method = Method {
     reference: Reference::Arxiv("2311.03099"),
     needs_base: true,
     inputs: Inputs::Many,
+    statistics: Statistics::None,
     params: &sparsified_params(false, true),
     plan: |t| plan(t, Sparsify::Random, true),
     oracle: |c| oracle_case(c, Sparsify::Random, true),
@@ -143,6 +147,7 @@ fn plan(t: &TensorPlan<'_>, sparsify: Sparsify, elect_sign: bool) -> Result<Plan
         .map(|&m| t.model_number(m, "weight"))
         .collect();
     Ok(Planned {
+        statistics: vec![],
         base: t.base,
         kernel: Some(Arc::new(Gta::new(
             weights, densities, sparsify, elect_sign, &t.values,

@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use super::{Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, TensorPlan};
+use super::{
+    Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, Statistics, TensorPlan,
+};
 use crate::error::Result;
 use crate::exec::{Chunk, Passes};
 
@@ -19,6 +21,7 @@ pub const LINEAR: Method = Method {
     reference: Reference::Arxiv("2203.05482"),
     needs_base: false,
     inputs: Inputs::Many,
+    statistics: Statistics::None,
     params: &[
         ParamSpec::weight(Scope::Input),
         ParamSpec::flag("normalize", true),
@@ -40,6 +43,7 @@ pub const LINEAR: Method = Method {
 fn plan(t: &TensorPlan<'_>) -> Result<Planned> {
     let inputs: Vec<usize> = (0..t.members).collect();
     Ok(Planned {
+        statistics: vec![],
         base: None,
         kernel: Some(Arc::new(Linear {
             weights: inputs

@@ -29,9 +29,12 @@ use mmerge_core::hash::{GOLDEN_GAMMA, fnv1a, splitmix64, unit_f64};
 use crate::error::Result;
 use crate::exec::{Chunk, Passes, TensorExec};
 
+pub mod fisher;
+pub mod gradmatch;
 pub mod gta;
 pub mod linear;
 pub mod passthrough;
+pub mod regmean;
 pub mod slerp;
 
 /// Declares the registry: `Variant => module::CONST,` per method, in the order `mmerge methods`
@@ -77,6 +80,9 @@ registry! {
     DareTies => gta::DARE_TIES,
     Slerp => slerp::SLERP,
     Passthrough => passthrough::PASSTHROUGH,
+    RegMean => regmean::REGMEAN,
+    Fisher => fisher::FISHER,
+    GradientMatching => gradmatch::GRADIENT_MATCHING,
 }
 
 impl MethodKind {
@@ -93,6 +99,11 @@ impl MethodKind {
     /// Whether the method needs `base_model`.
     pub fn needs_base(self) -> bool {
         self.method().needs_base
+    }
+
+    /// The statistics the method reads besides the weights.
+    pub fn statistics(self) -> Statistics {
+        self.method().statistics
     }
 
     /// The declared parameters (per-model ones first).
@@ -112,6 +123,8 @@ pub struct Method {
     pub needs_base: bool,
     /// How many merged inputs (besides the base) one output tensor takes.
     pub inputs: Inputs,
+    /// The statistics collected on data that the method reads (data-free methods: none).
+    pub statistics: Statistics,
     /// Every parameter the method reads, per-model ones first. Others are config errors.
     pub params: &'static [ParamSpec],
     /// Builds one tensor's merge from its evaluated parameters.
@@ -148,6 +161,31 @@ pub enum Goldens {
     Cases(&'static [&'static str]),
     /// mergekit's output cannot be reproduced, for this reason.
     Unreproducible(&'static str),
+}
+
+/// What a data-dependent method reads besides the weights: per model, a statistics folder
+/// (`mmerge-torch statistics` writes one) whose `fisher/` or `gram/` checkpoint holds tensors
+/// under the weights' own keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistics {
+    /// A data-free method.
+    None,
+    /// The diagonal Fisher of every parameter (same key, same shape).
+    Fisher,
+    /// For every linear layer's weight `[out, in]`, the mean Gram matrix `XᵀX / n` `[in, in]`
+    /// of its inputs X (same key).
+    Gram,
+}
+
+impl Statistics {
+    /// The checkpoint inside a statistics folder that holds these statistics.
+    pub fn folder(self) -> Option<&'static str> {
+        match self {
+            Statistics::None => None,
+            Statistics::Fisher => Some("fisher"),
+            Statistics::Gram => Some("gram"),
+        }
+    }
 }
 
 /// How many merged inputs one output tensor takes.
@@ -273,6 +311,8 @@ impl Values {
 pub struct TensorPlan<'a> {
     /// The output tensor's key.
     pub key: &'a str,
+    /// The tensor's shape (every member's).
+    pub shape: &'a [usize],
     /// The number of sources (members), base included.
     pub members: usize,
     /// Which member is the base, if any.
@@ -281,6 +321,9 @@ pub struct TensorPlan<'a> {
     pub cast: bool,
     /// The evaluated parameters; `models[i]` for member i.
     pub values: Values,
+    /// For a method that reads statistics: per member, the shape of its statistics tensor
+    /// for this key (`None`: that member's statistics do not hold the key, or it has none).
+    pub statistics: Vec<Option<Vec<usize>>>,
 }
 
 impl TensorPlan<'_> {
@@ -298,12 +341,15 @@ impl TensorPlan<'_> {
 }
 
 /// What `plan` decides for one tensor: which members are the base and the merged inputs, and
-/// the kernel (`None`: copy `inputs[0]`'s bytes unchanged).
+/// the kernel (`None`: copy `inputs[0]`'s bytes unchanged). The kernel sees the inputs and
+/// then, in order, the statistics tensors of the members listed in `statistics`.
 #[derive(Debug)]
 pub struct Planned {
     pub base: Option<usize>,
     pub inputs: Vec<usize>,
     pub kernel: Option<Arc<dyn DynKernel>>,
+    /// Members whose statistics tensors follow the inputs (data-free methods: none).
+    pub statistics: Vec<usize>,
 }
 
 /// One tensor handed to a method's oracle.
@@ -318,6 +364,9 @@ pub struct OracleCase<'a> {
     pub inputs: &'a [Vec<f32>],
     /// Evaluated parameters; `models[i]` belongs to `inputs[i]`.
     pub values: &'a Values,
+    /// For a method that reads statistics: the inputs' statistics tensors in input order, then
+    /// the base's when the method reads it (empty where a tensor has none).
+    pub statistics: &'a [Vec<f32>],
 }
 
 /// A chunk kernel: optional whole-tensor statistics, then an element-wise merge of aligned

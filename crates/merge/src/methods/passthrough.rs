@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
-use super::{Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, TensorPlan};
+use super::{
+    Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, Statistics, TensorPlan,
+};
 use crate::error::Result;
 use crate::exec::{Chunk, Passes};
 use crate::methods::Kind;
@@ -22,6 +24,7 @@ pub const PASSTHROUGH: Method = Method {
     reference: Reference::Arxiv("2312.15166"),
     needs_base: false,
     inputs: Inputs::One,
+    statistics: Statistics::None,
     params: &[ParamSpec {
         name: "scale",
         scope: Scope::Input,
@@ -39,6 +42,7 @@ pub const PASSTHROUGH: Method = Method {
 fn plan(t: &TensorPlan<'_>) -> Result<Planned> {
     let scale = t.values.model_number(0, "scale");
     Ok(Planned {
+        statistics: vec![],
         base: None,
         inputs: vec![0],
         kernel: if scale.is_some() || t.cast {

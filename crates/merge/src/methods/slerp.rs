@@ -16,7 +16,8 @@
 use std::sync::Arc;
 
 use super::{
-    Goldens, Inputs, Kernel, Kind, Method, ParamSpec, Planned, Reference, Scope, TensorPlan,
+    Goldens, Inputs, Kernel, Kind, Method, ParamSpec, Planned, Reference, Scope, Statistics,
+    TensorPlan,
 };
 use crate::error::Result;
 use crate::exec::{Chunk, Passes};
@@ -27,6 +28,7 @@ pub const SLERP: Method = Method {
     reference: Reference::Other("Shoemake 1985"),
     needs_base: true,
     inputs: Inputs::One,
+    statistics: Statistics::None,
     params: &[ParamSpec {
         name: "t",
         scope: Scope::Shared,
@@ -51,6 +53,7 @@ pub const SLERP: Method = Method {
 
 fn plan(p: &TensorPlan<'_>) -> Result<Planned> {
     Ok(Planned {
+        statistics: vec![],
         base: p.base,
         inputs: p.non_base(),
         kernel: Some(Arc::new(Slerp {
