@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod align;
 pub mod config;
 pub mod error;
 pub mod exec;
