@@ -89,6 +89,9 @@ enum Command {
     /// Run a whole experiment from one YAML file, reusing what the run store holds, and
     /// write its report (runs in mmerge-torch): `mmerge run experiments/quickstart.yaml`.
     Run(torch::Args),
+    /// Collect the statistics data-dependent merges read (Gram matrices, Fisher, expert
+    /// activations) of a trained model on a suite (runs in mmerge-torch).
+    Statistics(torch::Args),
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -242,6 +245,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(args) => return torch::hand_off("train", args),
         Command::Eval(args) => return torch::hand_off("eval", args),
         Command::Run(args) => return torch::hand_off("run", args),
+        Command::Statistics(args) => return torch::hand_off("statistics", args),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -144,7 +144,39 @@ pub struct Experiment {
     /// Optimiser settings shared by every training stage.
     #[serde(default)]
     pub train: TrainSettings,
+    /// How much data the statistics of data-dependent merges and alignment run through a
+    /// model (`mmerge statistics`).
+    #[serde(default)]
+    pub statistics: StatisticsSettings,
 }
+
+/// The data of a `statistics` stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatisticsSettings {
+    /// Batches for the Gram matrices and expert activation moments.
+    #[serde(default = "default_statistics_batches")]
+    pub batches: usize,
+    /// Batches for the diagonal Fisher.
+    #[serde(default = "default_statistics_batches")]
+    pub fisher_batches: usize,
+}
+
+impl Default for StatisticsSettings {
+    fn default() -> Self {
+        StatisticsSettings {
+            batches: default_statistics_batches(),
+            fisher_batches: default_statistics_batches(),
+        }
+    }
+}
+
+fn default_statistics_batches() -> usize {
+    32
+}
+
+/// How the experts' copies start.
+pub const EXPERT_INITS: [&str; 2] = ["shared", "independent"];
 
 /// Where the suite comes from.
 ///
@@ -285,6 +317,15 @@ pub struct Experts {
     /// Steps for every profile (default: the profile's).
     #[serde(default)]
     pub steps: Option<u64>,
+    /// How the experts start: `shared` (W0 copied into every expert, the paper's shared
+    /// initialisation) or `independent` (every expert's copy from its own random
+    /// initialisation, no seed model); a list is a sweep (the alignment analysis).
+    #[serde(default = "default_init")]
+    pub init: OneOrMany<String>,
+}
+
+fn default_init() -> OneOrMany<String> {
+    OneOrMany::One("shared".into())
 }
 
 /// The modality-agnostic baseline.
@@ -358,6 +399,21 @@ pub struct MergeSpec {
     /// `weights: {vision: [0.25, 0.75], text: [0.75, 0.25]}, zip: true`.
     #[serde(default)]
     pub zip: bool,
+    /// Align the other experts' units to the vision expert's before merging (`mmerge align
+    /// --experts`).
+    #[serde(default)]
+    pub align: Option<AlignSpec>,
+}
+
+/// The alignment before a merge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlignSpec {
+    /// `weight_matching`, `activation_matching`, `zipit`, `mudsc_align`, `mudsc_zip`.
+    pub method: String,
+    /// MuDSC's balance λ of weight and activation similarity (its methods only).
+    #[serde(default)]
+    pub lambda: Option<f64>,
 }
 
 /// One value, or a list of values (a sweep).
@@ -462,6 +518,8 @@ pub struct Known {
     pub presets: Vec<String>,
     /// Sharing variants.
     pub sharings: Vec<String>,
+    /// Alignment methods (`mmerge_merge::align::AlignMethod`).
+    pub align_methods: Vec<String>,
 }
 
 impl Known {
@@ -485,6 +543,7 @@ impl Known {
             objectives: Self::from_strs(objectives),
             presets: Self::from_strs(presets),
             sharings: Self::from_strs(sharings),
+            align_methods: Self::from_strs(&mmerge_merge::align::AlignMethod::NAMES),
         }
     }
 }
@@ -729,6 +788,15 @@ impl Experiment {
             known,
         )?;
         sweep_ok(root("experts").key("sharing"), &self.experts.sharing)?;
+        sweep_ok(root("experts").key("init"), &self.experts.init)?;
+        let inits: Vec<String> = EXPERT_INITS.iter().map(|s| s.to_string()).collect();
+        for (i, init) in self.experts.init.values().iter().enumerate() {
+            let at = match &self.experts.init {
+                OneOrMany::One(_) => root("experts").key("init"),
+                OneOrMany::Many(_) => root("experts").key("init").index(i),
+            };
+            one_of(&at, "expert initialisation", init, &inits)?;
+        }
         for (i, sharing) in self.experts.sharing.values().iter().enumerate() {
             let at = match &self.experts.sharing {
                 OneOrMany::One(_) => root("experts").key("sharing"),
@@ -792,6 +860,23 @@ impl Experiment {
             }
             for (j, e) in m.only.iter().enumerate() {
                 one_of(&at.clone().key("only").index(j), "expert", e, &experts)?;
+            }
+            if let Some(a) = &m.align {
+                let here = at.clone().key("align");
+                one_of(
+                    &here.clone().key("method"),
+                    "alignment method",
+                    &a.method,
+                    &known.align_methods,
+                )?;
+                if let Some(l) = a.lambda
+                    && !(0.0..=1.0).contains(&l)
+                {
+                    return Err((
+                        here.key("lambda"),
+                        format!("`lambda` (MuDSC's λ) must be in [0, 1], got {l}"),
+                    ));
+                }
             }
         }
         for (i, d) in self.distances.iter().enumerate() {

@@ -54,13 +54,16 @@ pub enum StageKind {
     Eval,
     /// Zero-shot signals of one model.
     Zeroshot,
+    /// Statistics of one model on the suite's data (Gram matrices, Fisher, expert activations)
+    /// for data-dependent merges and alignment.
+    Statistics,
     /// Tables and plots of the whole experiment.
     Report,
 }
 
 impl StageKind {
     /// Every kind, in pipeline order.
-    pub const ALL: [StageKind; 10] = [
+    pub const ALL: [StageKind; 11] = [
         StageKind::Suite,
         StageKind::Seed,
         StageKind::Experts,
@@ -70,6 +73,7 @@ impl StageKind {
         StageKind::Finetune,
         StageKind::Eval,
         StageKind::Zeroshot,
+        StageKind::Statistics,
         StageKind::Report,
     ];
 
@@ -85,6 +89,7 @@ impl StageKind {
             StageKind::Finetune => "finetune",
             StageKind::Eval => "eval",
             StageKind::Zeroshot => "zeroshot",
+            StageKind::Statistics => "statistics",
             StageKind::Report => "report",
         }
     }
@@ -126,6 +131,35 @@ pub struct ResolvedMerge {
     pub weights: Vec<(String, f64)>,
     pub base: Option<BaseSpec>,
     pub only: Vec<String>,
+    /// The alignment before the merge (method, λ).
+    pub align: Option<(String, Option<f64>)>,
+}
+
+/// Which statistics stages a merge reads.
+struct Reads {
+    /// The experts' statistics (a data-dependent method, or an alignment on activations).
+    statistics: bool,
+    /// The base's (a data-dependent method with a base: gradient matching's H₀).
+    base_statistics: bool,
+}
+
+fn known_reads(m: &ResolvedMerge) -> Reads {
+    let method = mmerge_merge::MethodKind::from_name(&m.method)
+        .is_some_and(|k| k.statistics().folder().is_some());
+    let align = m.align.as_ref().is_some_and(|(name, lambda)| {
+        mmerge_merge::align::AlignMethod::from_name(name)
+            .and_then(|a| a.options(*lambda))
+            .is_ok_and(|o| o.lambda < 1.0)
+    });
+    let base_scale = m
+        .params
+        .iter()
+        .find(|(k, _)| k == "base_scale")
+        .map_or(1.0, |(_, v)| *v);
+    Reads {
+        statistics: method || align,
+        base_statistics: method && base_scale > 0.0,
+    }
 }
 
 impl ResolvedMerge {
@@ -136,6 +170,7 @@ impl ResolvedMerge {
             method: self.method.clone(),
             params: self.params.clone(),
             weights: self.weights.clone(),
+            align: self.align.as_ref().map(|(m, _)| m.clone()),
         })
     }
 
@@ -143,7 +178,7 @@ impl ResolvedMerge {
         let obj = |v: &[(String, f64)]| {
             Value::Object(v.iter().map(|(k, x)| (k.clone(), json!(x))).collect())
         };
-        json!({
+        let mut c = json!({
             "method": self.method,
             "params": obj(&self.params),
             "weights": obj(&self.weights),
@@ -151,7 +186,12 @@ impl ResolvedMerge {
             "only": self.only,
             // DARE's masks; recorded for every method so that a merge belongs to its seed.
             "seed": seed,
-        })
+        });
+        // Only when set, so that the keys (and cached stages) of unaligned merges stay.
+        if let Some((method, lambda)) = &self.align {
+            c["align"] = json!({"method": method, "lambda": lambda});
+        }
+        c
     }
 }
 
@@ -203,6 +243,7 @@ pub fn expand_merge(spec: &MergeSpec) -> Vec<ResolvedMerge> {
             weights,
             base: spec.base,
             only: spec.only.clone(),
+            align: spec.align.as_ref().map(|a| (a.method.clone(), a.lambda)),
         }
     };
     if spec.zip {
@@ -342,12 +383,17 @@ impl Plan {
         let merges: Vec<ResolvedMerge> = e.merges.iter().flat_map(expand_merge).collect();
         let budgets = p.seed_pretrain.values();
         let sharings = e.experts.sharing.values();
+        let inits = e.experts.init.values();
         let arms: Vec<Arm> = budgets
             .iter()
             .flat_map(|&seed_steps| {
-                sharings.iter().map(move |s| Arm {
-                    seed_steps,
-                    sharing: s.clone(),
+                let inits = &inits;
+                sharings.iter().flat_map(move |s| {
+                    inits.iter().map(move |init| Arm {
+                        seed_steps,
+                        sharing: s.clone(),
+                        init: init.clone(),
+                    })
                 })
             })
             .collect();
@@ -389,8 +435,13 @@ impl Plan {
                 } else {
                     String::new()
                 };
+                let init_tag = if inits.len() > 1 {
+                    format!("/{}", arm.init)
+                } else {
+                    String::new()
+                };
                 let w0_tag = format!("s{s}{budget_tag}");
-                let tag = format!("{w0_tag}{sharing_tag}");
+                let tag = format!("{w0_tag}{sharing_tag}{init_tag}");
                 let w0 = b.add(
                     StageKind::Seed,
                     format!("{w0_tag}/seed"),
@@ -398,13 +449,40 @@ impl Plan {
                     pretrain("shared", "scratch", &seed_objs, arm.seed_steps, s),
                     vec![suite],
                 );
-                let experts = b.add(
-                    StageKind::Experts,
-                    format!("{tag}/experts"),
-                    Some(s),
-                    pretrain(&arm.sharing, "expand", &expert_objs, expert_steps, s),
-                    vec![suite, w0],
-                );
+                // Independent experts: every expert's copy from its own random initialisation
+                // (the experts model trained from scratch), no W0.
+                let experts = match arm.init.as_str() {
+                    "independent" => b.add(
+                        StageKind::Experts,
+                        format!("{tag}/experts"),
+                        Some(s),
+                        pretrain(&arm.sharing, "scratch", &expert_objs, expert_steps, s),
+                        vec![suite],
+                    ),
+                    _ => b.add(
+                        StageKind::Experts,
+                        format!("{tag}/experts"),
+                        Some(s),
+                        pretrain(&arm.sharing, "expand", &expert_objs, expert_steps, s),
+                        vec![suite, w0],
+                    ),
+                };
+                // The statistics of a model (data-dependent merges, alignment), made once.
+                let statistics = |b: &mut Builder, model: StageId, objs: &Value, name: &str| {
+                    b.add(
+                        StageKind::Statistics,
+                        format!("{tag}/statistics/{name}"),
+                        Some(s),
+                        json!({
+                            "objectives": objs,
+                            "batches": e.statistics.batches,
+                            "fisher_batches": e.statistics.fisher_batches,
+                            "batch_size": p.batch_size,
+                            "seed": s,
+                        }),
+                        vec![suite, model],
+                    )
+                };
                 // (model stage, its name in tables, its role, its sharing variant)
                 let mut arm_models = vec![(
                     experts,
@@ -437,14 +515,25 @@ impl Plan {
                 }
                 for m in &merges {
                     let mut inputs = vec![experts];
-                    if m.base == Some(BaseSpec::Seed) {
+                    let based = m.base == Some(BaseSpec::Seed);
+                    if based {
                         inputs.push(w0);
+                    }
+                    let reads = known_reads(m);
+                    let mut config = m.config(s);
+                    if reads.statistics {
+                        inputs.push(statistics(&mut b, experts, &expert_objs, "experts"));
+                        config["statistics"] = json!(true);
+                    }
+                    if reads.base_statistics && based {
+                        inputs.push(statistics(&mut b, w0, &seed_objs, "seed"));
+                        config["base_statistics"] = json!(true);
                     }
                     let merge = b.add(
                         StageKind::Merge,
                         format!("{tag}/merge/{}", m.name),
                         Some(s),
-                        m.config(s),
+                        config,
                         inputs,
                     );
                     arm_models.push((merge, m.name.clone(), m.role(), "shared".into()));

@@ -48,6 +48,14 @@ pub struct Arm {
     pub seed_steps: u64,
     /// The experts model's sharing variant (`all_specific`, `custom_attn`, ...).
     pub sharing: String,
+    /// How the experts started: `shared` (W0 in every expert) or `independent` (each expert
+    /// from its own random initialisation).
+    #[serde(default = "shared_init")]
+    pub init: String,
+}
+
+fn shared_init() -> String {
+    "shared".into()
 }
 
 /// What a model of the experiment is.
@@ -75,6 +83,9 @@ pub struct MergeInfo {
     pub params: Vec<(String, f64)>,
     /// Per-expert weights as given (`vision`, `text`, ...); unset experts weigh 1.
     pub weights: Vec<(String, f64)>,
+    /// The alignment method applied before merging (`weight_matching`, ...), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align: Option<String>,
 }
 
 /// One model of one seed and arm with everything measured on it.

@@ -72,6 +72,7 @@ fn models() -> Vec<(String, Role)> {
                 method: "linear".into(),
                 params: vec![],
                 weights: vec![("vision".into(), a), ("text".into(), 1.0 - a)],
+                align: None,
             }),
         ));
     }
@@ -83,6 +84,7 @@ fn models() -> Vec<(String, Role)> {
                 method: "task_arithmetic".into(),
                 params: vec![("lambda".into(), l)],
                 weights: vec![],
+                align: None,
             }),
         ));
     }
@@ -170,6 +172,7 @@ fn build(
             .map(|&(seed_steps, sharing)| Arm {
                 seed_steps,
                 sharing: sharing.into(),
+                init: "shared".into(),
             })
             .collect(),
         models: out,
@@ -736,4 +739,51 @@ fn malformed_studies_are_typed_errors() {
         e.contains("model `experts` (seed 2, arm 0), task `nlvr2`, score `accuracy`"),
         "{e}"
     );
+}
+
+/// Arms of shared-init and independent experts; in the independent arm the modality
+/// arithmetic merges are aligned (quality `aligned_q`) and the interpolations are not (0.4);
+/// every shared-init merge has quality 0.6.
+fn alignment_finding(aligned_q: f64) -> Finding {
+    let mut study = build(
+        &[0, 1, 2],
+        &[(0, "all_specific"), (0, "all_specific")],
+        |_, arm, name| match (arm, name.starts_with("modality-arithmetic")) {
+            (0, _) => 0.6,
+            (_, true) => aligned_q,
+            _ => 0.4,
+        },
+        default_dist,
+    );
+    study.arms[1].init = "independent".into();
+    for m in &mut study.models {
+        if let (1, Role::Merge(info)) = (m.arm, &mut m.role)
+            && info.spec == "modality-arithmetic"
+        {
+            info.align = Some("weight_matching".into());
+        }
+    }
+    let (_dir, r) = run(&study);
+    finding(&r, "Aligning independently").clone()
+}
+
+#[test]
+fn alignment_finding_follows_the_data() {
+    let recovered = alignment_finding(0.6);
+    assert_eq!(recovered.verdict, Verdict::Holds, "{}", recovered.evidence);
+    assert!(
+        recovered.evidence.contains("share of the gap closed: 100%"),
+        "{}",
+        recovered.evidence
+    );
+    let not = alignment_finding(0.45);
+    assert_eq!(not.verdict, Verdict::DoesNotHold, "{}", not.evidence);
+    assert!(
+        not.evidence.contains("share of the gap closed: 43%"),
+        "{}",
+        not.evidence
+    );
+    // Without an independent arm there is no finding (f).
+    let (_dir, r) = run(&default_study());
+    assert!(r.findings.iter().all(|f| !f.claim.starts_with("Aligning")));
 }

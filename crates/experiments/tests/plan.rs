@@ -112,6 +112,8 @@ fn quickstart_parses_and_plans() {
             (StageKind::Eval, 18),
             // W0 and the 6 models
             (StageKind::Zeroshot, 7),
+            // no data-dependent merge
+            (StageKind::Statistics, 0),
             (StageKind::Report, 1),
         ]
     );
@@ -651,4 +653,113 @@ fn task_kinds_select_the_suites_tasks_so_one_line_switches_suites() {
     assert_eq!(g.experiment.tasks, ["emoji_nlvr2", "vqq"]);
     let err = g.validate(&known).unwrap_err();
     assert!(err.to_string().contains("unknown task `vqq`"), "{err}");
+}
+
+#[test]
+fn data_dependent_merges_and_alignment_read_statistics_stages() {
+    let text = quickstart_text().replace(
+        "merges:",
+        "merges:
+  - name: regmean
+    method: regmean
+    params: {alpha: [0.5, 0.9]}
+  - name: gm
+    method: gradient_matching
+    base: seed
+  - name: gm-no-h0
+    method: gradient_matching
+    base: seed
+    params: {base_scale: 0}
+  - name: wm
+    method: linear
+    align: {method: weight_matching}
+  - name: mudsc
+    method: linear
+    align: {method: mudsc_align, lambda: 0.5}",
+    );
+    let text = text.replace(
+        "sharing: all_specific",
+        "sharing: all_specific\n  init: [shared, independent]",
+    );
+    let f = parse(&text).unwrap();
+    f.validate(&known()).unwrap();
+    let p = Plan::build(&f, "quick").unwrap();
+    let by_name = |n: &str| {
+        p.stages
+            .iter()
+            .find(|s| s.name == n)
+            .unwrap_or_else(|| panic!("no stage {n}"))
+    };
+    // Two arms (the init sweep); one statistics stage per model that a merge reads.
+    assert_eq!(p.arms.len(), 2);
+    assert_eq!(p.arms[1].init, "independent");
+    let stats: Vec<&str> = p
+        .stages
+        .iter()
+        .filter(|s| s.kind == StageKind::Statistics && s.seed == Some(0))
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(
+        stats,
+        [
+            "s0/shared/statistics/experts",
+            "s0/shared/statistics/seed",
+            "s0/independent/statistics/experts",
+        ],
+        "the independent arm's W0 statistics are the shared arm's (same key)"
+    );
+    let kinds = |s: &mmerge_experiments::plan::Stage| -> Vec<StageKind> {
+        s.inputs.iter().map(|i| p.stages[i.0].kind).collect()
+    };
+    // RegMean reads the experts' statistics; gradient matching the seed model's too, unless
+    // its H₀ is dropped; weight matching reads none, MuDSC (λ < 1) the experts' activations.
+    let rm = by_name("s0/shared/merge/regmean[alpha=0.5]");
+    assert_eq!(kinds(rm), [StageKind::Experts, StageKind::Statistics]);
+    assert_eq!(rm.config["statistics"], true);
+    let gm = by_name("s0/shared/merge/gm");
+    assert_eq!(
+        kinds(gm),
+        [
+            StageKind::Experts,
+            StageKind::Seed,
+            StageKind::Statistics,
+            StageKind::Statistics
+        ]
+    );
+    let gm0 = by_name("s0/shared/merge/gm-no-h0");
+    assert_eq!(
+        kinds(gm0),
+        [StageKind::Experts, StageKind::Seed, StageKind::Statistics]
+    );
+    let wm = by_name("s0/shared/merge/wm");
+    assert_eq!(kinds(wm), [StageKind::Experts]);
+    assert_eq!(wm.config["align"]["method"], "weight_matching");
+    assert_eq!(
+        kinds(by_name("s0/independent/merge/mudsc")),
+        [StageKind::Experts, StageKind::Statistics]
+    );
+    // Independent experts start from scratch: no W0 input; shared ones expand W0.
+    let ind = by_name("s0/independent/experts");
+    assert_eq!(kinds(ind), [StageKind::Suite]);
+    assert_eq!(ind.config["init"], "scratch");
+    assert_eq!(
+        kinds(by_name("s0/shared/experts")),
+        [StageKind::Suite, StageKind::Seed]
+    );
+    // An unaligned merge's key does not change with the alignment feature: no `align` key.
+    let interp = by_name("s0/shared/merge/modality-arithmetic");
+    assert!(interp.config.get("align").is_none());
+    // Bad alignment settings are named.
+    let bad = text.replace("lambda: 0.5", "lambda: 1.5");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("lambda") && e.contains("1.5"), "{e}");
+    let bad = text.replace("method: mudsc_align", "method: mudsc_alignn");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("mudsc_alignn") && e.contains("weight_matching"),
+        "{e}"
+    );
+    let bad = text.replace("init: [shared, independent]", "init: [shared, random]");
+    let e = parse(&bad).unwrap_err().to_string();
+    assert!(e.contains("random") && e.contains("independent"), "{e}");
 }

@@ -11,6 +11,7 @@ pub mod io;
 pub mod itm;
 pub mod multiway;
 pub mod optim;
+pub mod probe;
 pub mod schedule;
 
 pub use config::{Expert, MultiwayConfig, Part, Sharing};

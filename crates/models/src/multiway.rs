@@ -20,6 +20,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::{Expert, MultiwayConfig, Part, Sharing};
 use crate::error::{ModelError, Result};
+use crate::probe::{Probe, UnitKind, real_rows};
 
 /// A layer norm over the last dimension `d`.
 pub(crate) fn layer_norm(p: nn::Path<'_>, d: i64, eps: f64) -> nn::LayerNorm {
@@ -67,6 +68,12 @@ impl Attention {
         mask: Option<&Tensor>,
         train: bool,
     ) -> Tensor {
+        self.mix(x, keep, mask, train).apply(&self.out)
+    }
+
+    /// The heads' attention-weighted values, concatenated [B, keep or T, D]: the output
+    /// projection's input.
+    fn mix(&self, x: &Tensor, keep: Option<i64>, mask: Option<&Tensor>, train: bool) -> Tensor {
         let (b, t, d) = (x.size()[0], x.size()[1], x.size()[2]);
         // One [D, 3D] projection instead of three [D, D] ones: larger matrix products run
         // faster on CPU. The parameters stay separate (q, k, v keys, as in Hugging Face).
@@ -87,10 +94,7 @@ impl Attention {
         let p = if train { self.dropout } else { 0.0 };
         let y =
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, p, false, None::<f64>, false);
-        y.transpose(1, 2)
-            .contiguous()
-            .view([b, n, d])
-            .apply(&self.out)
+        y.transpose(1, 2).contiguous().view([b, n, d])
     }
 }
 
@@ -111,7 +115,12 @@ impl Ffn {
 
     /// No dropout inside: as in BERT and ViT, the block drops the FFN's output.
     fn forward(&self, x: &Tensor) -> Tensor {
-        x.apply(&self.fc1).gelu("none").apply(&self.fc2)
+        self.hidden(x).apply(&self.fc2)
+    }
+
+    /// GELU(fc1 x): fc2's input.
+    fn hidden(&self, x: &Tensor) -> Tensor {
+        x.apply(&self.fc1).gelu("none")
     }
 }
 
@@ -124,6 +133,8 @@ pub struct Block {
     norm2: BTreeMap<Expert, nn::LayerNorm>,
     gamma1: Option<Tensor>,
     gamma2: Option<Tensor>,
+    /// `encoder.layers.{i}`: the prefix of this block's keys, for a [`Probe`]'s reports.
+    prefix: String,
 }
 
 impl Block {
@@ -164,6 +175,7 @@ impl Block {
                 .collect(),
             gamma1: gamma("gamma1"),
             gamma2: gamma("gamma2"),
+            prefix: format!("encoder.layers.{i}"),
         }
     }
 
@@ -174,8 +186,95 @@ impl Block {
         mask: Option<&Tensor>,
         e: Expert,
         train: bool,
+        probe: Option<&mut (dyn Probe + 'static)>,
     ) -> Tensor {
-        self.forward_first(cfg, x, None, mask, e, train)
+        match probe {
+            None => self.forward_first(cfg, x, None, mask, e, train),
+            Some(p) => self.forward_probed(cfg, x, mask, e, p),
+        }
+    }
+
+    /// As `forward` in evaluation (no dropout, every token a query), reporting the linear
+    /// layers' inputs and every stored expert's unit features on these tokens to `probe`.
+    fn forward_probed(
+        &self,
+        cfg: &MultiwayConfig,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        e: Expert,
+        probe: &mut dyn Probe,
+    ) -> Tensor {
+        let pick = |part: Part| cfg.storage(part, e);
+        let (ea, ef) = (pick(Part::Attn), pick(Part::Ffn));
+        let (attn, ffn) = (&self.attn[&ea], &self.ffn[&ef]);
+        let n1 = &self.norm1[&pick(Part::Norm1)];
+        let n2 = &self.norm2[&pick(Part::Norm2)];
+        let rows = |t: &Tensor| real_rows(t, mask);
+        let key = |part: Part, ex: Expert, linear: &str| {
+            format!(
+                "{}.{}.{}.{linear}.weight",
+                self.prefix,
+                part.name(),
+                ex.name()
+            )
+        };
+        let a_in = if cfg.pre_norm {
+            x.apply(n1)
+        } else {
+            x.shallow_clone()
+        };
+        let mixed = attn.mix(&a_in, None, mask, false);
+        let a_rows = rows(&a_in);
+        for linear in ["q", "k", "v"] {
+            probe.linear_input(&key(Part::Attn, ea, linear), &a_rows);
+        }
+        probe.linear_input(&key(Part::Attn, ea, "out"), &rows(&mixed));
+        if self.attn.len() > 1 {
+            let part = format!("{}.{}", self.prefix, Part::Attn.name());
+            let all = |f: &dyn Fn(&Attention) -> Tensor| -> Vec<(Expert, Tensor)> {
+                self.attn.iter().map(|(ex, a)| (*ex, rows(&f(a)))).collect()
+            };
+            probe.unit_features(&part, UnitKind::Qk, &all(&|a| a_in.apply(&a.k)));
+            probe.unit_features(
+                &part,
+                UnitKind::Vo,
+                &all(&|a| a.mix(&a_in, None, mask, false)),
+            );
+        }
+        let scale = |y: Tensor, g: &Option<Tensor>| match g {
+            Some(g) => y * g,
+            None => y,
+        };
+        let attn_out = scale(mixed.apply(&attn.out), &self.gamma1);
+        let h = if cfg.pre_norm {
+            x + attn_out
+        } else {
+            (x + attn_out).apply(n1)
+        };
+        let f_in = if cfg.pre_norm {
+            h.apply(n2)
+        } else {
+            h.shallow_clone()
+        };
+        let hidden = ffn.hidden(&f_in);
+        let f_rows = rows(&f_in);
+        probe.linear_input(&key(Part::Ffn, ef, "fc1"), &f_rows);
+        probe.linear_input(&key(Part::Ffn, ef, "fc2"), &rows(&hidden));
+        if self.ffn.len() > 1 {
+            let part = format!("{}.{}", self.prefix, Part::Ffn.name());
+            let all: Vec<(Expert, Tensor)> = self
+                .ffn
+                .iter()
+                .map(|(ex, f)| (*ex, f.hidden(&f_rows)))
+                .collect();
+            probe.unit_features(&part, UnitKind::Mlp, &all);
+        }
+        let f = scale(hidden.apply(&ffn.fc2), &self.gamma2);
+        if cfg.pre_norm {
+            &h + f
+        } else {
+            (&h + f).apply(n2)
+        }
     }
 
     /// As `forward`, computing only the first `keep` tokens' outputs (every token still
@@ -298,6 +397,22 @@ pub struct MultiwayTransformer {
     embeddings: Embeddings,
     layers: Vec<Block>,
     norm: Option<nn::LayerNorm>,
+    probe: ProbeSlot,
+}
+
+/// Where a statistics collector's [`Probe`] is attached (see [`MultiwayTransformer::set_probe`]).
+#[derive(Default)]
+struct ProbeSlot(std::sync::Mutex<Option<Box<dyn Probe>>>);
+
+impl std::fmt::Debug for ProbeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let attached = self.0.lock().map(|p| p.is_some()).unwrap_or(false);
+        write!(
+            f,
+            "ProbeSlot({})",
+            if attached { "attached" } else { "none" }
+        )
+    }
 }
 
 /// Text input: token ids [B, T] and the attention mask [B, T] (1 for real tokens, 0 padding).
@@ -321,7 +436,17 @@ impl MultiwayTransformer {
             norm: cfg
                 .pre_norm
                 .then(|| layer_norm(p / "encoder" / "norm", cfg.hidden_size, cfg.layer_norm_eps)),
+            probe: ProbeSlot::default(),
         })
+    }
+
+    /// Attaches a statistics probe (or detaches it with `None`), returning the one attached
+    /// before. While one is attached, every pass of [`Self::encode_image`],
+    /// [`Self::encode_text`] and [`Self::encode_image_text`] reports to it and runs as in
+    /// evaluation (dropout off); [`Self::fuse_first`] must not be used then.
+    pub fn set_probe(&self, probe: Option<Box<dyn Probe>>) -> Option<Box<dyn Probe>> {
+        let mut slot = self.probe.0.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *slot, probe)
     }
 
     /// The config.
@@ -416,8 +541,9 @@ impl MultiwayTransformer {
         e: Expert,
         train: bool,
     ) -> Tensor {
+        let mut probe = self.probe.0.lock().unwrap_or_else(|e| e.into_inner());
         for l in &self.layers[layers] {
-            x = l.forward(&self.cfg, &x, mask, e, train);
+            x = l.forward(&self.cfg, &x, mask, e, train, probe.as_deref_mut());
         }
         x
     }

@@ -1,4 +1,4 @@
-//! `mmerge-torch`: the `mmerge` commands that run on libtorch (`encode`, `doctor`, `train`, `eval`, `run`). Users type
+//! `mmerge-torch`: the `mmerge` commands that run on libtorch (`encode`, `doctor`, `train`, `eval`, `run`, `statistics`). Users type
 //! `mmerge encode …`: the `mmerge` binary links no libtorch, so that merging, distances and the
 //! data commands start in milliseconds, and hands these commands to this executable, which it
 //! finds beside itself (`crates/cli/src/torch.rs`). The usage lines therefore say `mmerge`.
@@ -7,6 +7,7 @@ mod doctor;
 mod encode;
 mod run;
 mod stages;
+mod statistics;
 mod train;
 
 use std::path::PathBuf;
@@ -70,6 +71,9 @@ enum Command {
     /// Run a whole experiment (experiments/*.yaml): every stage not yet in the run store,
     /// then the report in results/<experiment>/.
     Run(run::Args),
+    /// Statistics for data-dependent merging (Gram matrices, Fisher, expert activations) of a
+    /// trained model on a suite's pairs, as a statistics folder.
+    Statistics(statistics::Args),
     /// Score a checkpoint on a task split: `eval RECIPE` or `eval --checkpoint --task --suite`.
     Eval {
         recipe: Option<PathBuf>,
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             suite,
             split,
         }),
+        Command::Statistics(args) => statistics::run(args),
         Command::Run(args) => {
             if !run::run(args)? {
                 anyhow::bail!("some stages did not finish (see above)");

@@ -91,6 +91,7 @@ fn known(suite_tasks: Option<&[(String, String)]>) -> Known {
         objectives: names(&mut mmerge_train::objectives::OBJECTIVES.iter().map(|o| o.name)),
         presets: names(&mut mmerge_models::MultiwayConfig::PRESETS.iter().copied()),
         sharings: names(&mut mmerge_models::config::Sharing::ALL.iter().map(|s| s.name())),
+        align_methods: names(&mut mmerge_merge::align::AlignMethod::NAMES.iter().copied()),
     }
 }
 

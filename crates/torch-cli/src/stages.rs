@@ -9,13 +9,13 @@
 //! | seed     | suite                        | a training run: `model/`, `metrics.json`, `log.txt`, `tb/` |
 //! | experts  | suite, seed                  | the same (W0 expanded into every expert)           |
 //! | baseline | suite, seed                  | the same (W0 continued as one shared model)        |
-//! | merge    | experts [, seed]             | `model/` (the shared model)                        |
+//! | merge    | experts [, seed] [, statistics of experts] [, of seed] | `model/` (the shared model; aligned first with `align`) |
 //! | distance | seed, experts                | `distances.json` (vision vs text experts)          |
 //! | finetune | suite, a model               | a training run                                     |
 //! | eval     | suite, finetune              | `evaluation.json` (test scores and per-item values)|
 //! | zeroshot | suite, a model               | `evaluation.json` (retrieval without fine-tuning)  |
+//! | statistics | suite, a model             | a statistics folder (`mmerge statistics`)          |
 //!
-//! A training stage of 0 steps (a seed budget of 0) writes the initialised model untrained.
 //! A training stage of 0 steps (a seed budget of 0) writes the initialised model untrained.
 //! Training stages use the recipe defaults of `scripts/pipeline` (AdamW β = (0.9, 0.98),
 //! weight decay 0.01, 10 % warm-up, cosine decay, clipping at 1) with the stage's learning
@@ -98,6 +98,29 @@ pub fn execute(
             evaluate(ctx, &suite, &model_dir(&inputs[1]), &task, out)
         }
         StageKind::Merge => merge(c, inputs, out),
+        StageKind::Statistics => {
+            let suite = suite_dir(&inputs[0])?;
+            let objectives = c["objectives"]
+                .as_object()
+                .context("statistics: objectives")?
+                .iter()
+                .filter_map(|(k, v)| v.as_f64().map(|w| (k.clone(), w)))
+                .collect();
+            let number = |k: &str| c[k].as_u64().with_context(|| format!("statistics: `{k}`"));
+            let request = crate::statistics::Request {
+                model: model_dir(&inputs[1]),
+                suite,
+                objectives,
+                batches: number("batches")? as usize,
+                fisher_batches: number("fisher_batches")? as usize,
+                batch_size: number("batch_size")? as usize,
+                seed: number("seed")?,
+                threads: ctx.threads,
+                device: ctx.device.clone(),
+            };
+            crate::statistics::write(&request, out, &|| {})?;
+            Ok(())
+        }
         StageKind::Distance => distance(inputs, out),
         StageKind::Report => bail!("the report stage runs in the runner"),
     }
@@ -264,11 +287,58 @@ fn merge(c: &Value, inputs: &[StageDir], out: &Path) -> anyhow::Result<()> {
             .filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x)))
             .collect()
     };
+    // Inputs: experts, then the seed model when there is a base, then the statistics of the
+    // experts and of the seed model when the config says so (`plan::Plan::build`).
+    let mut rest = inputs[1..].iter();
+    let mut next = |what: &str| {
+        rest.next()
+            .with_context(|| format!("the merge stage has no {what} input"))
+    };
     let base = match c["base"].as_str() {
-        Some(_) => Some(Checkpoint::open(model_dir(&inputs[1]))?),
+        Some(_) => Some(Checkpoint::open(model_dir(next("seed model")?))?),
         None => None,
     };
+    let flag = |k: &str| c[k].as_bool().unwrap_or(false);
+    let statistics = if flag("statistics") {
+        Some(next("statistics")?.path().to_path_buf())
+    } else {
+        None
+    };
+    let base_statistics = if flag("base_statistics") {
+        Some(next("base statistics")?.path().to_path_buf())
+    } else {
+        None
+    };
     let seed = c["seed"].as_u64().unwrap_or(0);
+    let mut experts_dir = model_dir(&inputs[0]);
+    let scratch = out.join("scratch");
+    if let Some(align) = c.get("align").filter(|a| !a.is_null()) {
+        let name = str_of(align, "method")?;
+        let method = mmerge_merge::align::AlignMethod::from_name(name)?;
+        let opts = method.options(align["lambda"].as_f64())?;
+        let multiway = Checkpoint::open(&experts_dir)?;
+        let others: Vec<&str> = ["text", "vl"]
+            .into_iter()
+            .filter(|e| {
+                multiway
+                    .names()
+                    .iter()
+                    .any(|k| k.contains(&format!(".{e}.")))
+            })
+            .collect();
+        drop(multiway);
+        let aligned = scratch.join("aligned");
+        mmerge_merge::align::io::align_experts(
+            &experts_dir,
+            &aligned,
+            "vision",
+            &others,
+            method,
+            &opts,
+            statistics.as_deref(),
+        )?;
+        experts_dir = aligned;
+    }
     let opts = ExpertOptions {
         weights: numbers("weights").into_iter().collect(),
         params: numbers("params")
@@ -283,14 +353,19 @@ fn merge(c: &Value, inputs: &[StageDir], out: &Path) -> anyhow::Result<()> {
             .collect(),
         base,
         seed,
-        ..Default::default()
+        statistics: statistics.filter(|_| method.statistics().folder().is_some()),
+        base_statistics,
     };
-    let multiway = Checkpoint::open(model_dir(&inputs[0]))?;
+    let multiway = Checkpoint::open(&experts_dir)?;
     let plan = experts::plan(multiway, method, opts)?;
     let mut run = mmerge_merge::MergeOptions::new(out.join("model"));
     run.seed = seed;
     run.copy_tokenizer = true;
     mmerge_merge::run(&plan, "", &run, &indicatif::ProgressBar::hidden())?;
+    drop(plan);
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).with_context(|| format!("{}", scratch.display()))?;
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@ pub mod net;
 pub mod objectives;
 pub mod recipe;
 pub mod state;
+pub mod statistics;
 pub mod tasks;
 pub mod trainer;
 pub mod zeroshot;

@@ -81,10 +81,16 @@ pub(crate) struct Ctx<'a> {
     common_tasks: Vec<&'a str>,
 }
 
-/// `seed steps N, experts sharing S`.
+/// `seed steps N, experts sharing S` (and `, independent experts` when they did not start
+/// from W0).
 pub(crate) fn arm_label(arm: &Arm) -> String {
+    let init = if arm.init == "shared" {
+        String::new()
+    } else {
+        format!(", {} experts", arm.init)
+    };
     format!(
-        "seed steps {}, experts sharing {}",
+        "seed steps {}, experts sharing {}{init}",
         arm.seed_steps, arm.sharing
     )
 }

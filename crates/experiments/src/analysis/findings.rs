@@ -14,16 +14,92 @@ const CLAIM_B: &str = "More seed pre-training gives better merges and smaller di
 const CLAIM_C: &str = "Which merge method is best";
 const CLAIM_D: &str = "Which architecture merges best";
 const CLAIM_E: &str = "Which distance metric predicts merge outcome best";
+const CLAIM_F: &str =
+    "Aligning independently initialised experts recovers the shared-initialisation merge";
 
-/// The five findings, in order (a)–(e).
+/// The five findings (a)–(e), and (f) when the experiment sweeps the experts' initialisation.
 pub(crate) fn findings(ctx: &Ctx<'_>, ranking: &[MetricRank]) -> Result<Vec<Finding>> {
-    Ok(vec![
+    let mut out = vec![
         approaches_baseline(ctx)?,
         seed_steps(ctx)?,
         best_method(ctx)?,
         best_architecture(ctx)?,
         best_metric(ctx, ranking),
-    ])
+    ];
+    if ctx.study.arms.iter().any(|a| a.init != "shared") {
+        out.push(alignment(ctx)?);
+    }
+    Ok(out)
+}
+
+/// (f): in the independent-init arm, the best aligned merge against the shared-init arm's
+/// best unaligned merge (same seed budget and sharing), and against its own best unaligned
+/// merge; the share of the gap alignment closes, on M.
+fn alignment(ctx: &Ctx<'_>) -> Result<Finding> {
+    let arms = &ctx.study.arms;
+    let pair = arms.iter().enumerate().find_map(|(i, a)| {
+        (a.init == "independent").then_some(())?;
+        let j = arms.iter().position(|b| {
+            b.init == "shared" && b.seed_steps == a.seed_steps && b.sharing == a.sharing
+        })?;
+        Some((i, j))
+    });
+    let Some((ind, sh)) = pair else {
+        return Ok(inconclusive(
+            CLAIM_F,
+            "needs an arm of independent experts and one of shared-init experts with the same seed budget and sharing",
+        ));
+    };
+    let best = |arm: usize, aligned: bool| {
+        let names = ctx.arms[arm]
+            .merges
+            .iter()
+            .filter(|(_, info)| info.align.is_some() == aligned)
+            .map(|(n, _)| *n);
+        ctx.best_of(arm, names)
+    };
+    let (Some((a_name, _, a_m)), Some((u_name, _, u_m)), Some((s_name, _, s_m))) =
+        (best(ind, true)?, best(ind, false)?, best(sh, false)?)
+    else {
+        return Ok(inconclusive(
+            CLAIM_F,
+            "needs scored aligned and unaligned merges of the independent experts and an unaligned merge of the shared-init experts",
+        ));
+    };
+    let vs_shared = compare_all(ctx, (ind, a_name), (sh, s_name))?;
+    let vs_unaligned = compare_all(ctx, (ind, a_name), (ind, u_name))?;
+    let tested: Vec<Paired> = vs_shared.iter().filter_map(|(_, p)| *p).collect();
+    let closed = if (s_m - u_m).abs() > 1e-12 {
+        format!("{:.0}%", 100.0 * (a_m - u_m) / (s_m - u_m))
+    } else {
+        "undefined (no gap)".to_string()
+    };
+    let head = format!(
+        "independent experts: best aligned merge `{a_name}` M = {}, best unaligned `{u_name}` M = {}; shared-init experts: best unaligned `{s_name}` M = {}; share of the gap closed: {closed}",
+        fixed(a_m, 3),
+        fixed(u_m, 3),
+        fixed(s_m, 3),
+    );
+    if tested.is_empty() {
+        return Ok(inconclusive(CLAIM_F, format!("{head}: no per-item values")));
+    }
+    let verdict = if tested.iter().all(|p| p.interval.lo >= -DELTA) {
+        Verdict::Holds
+    } else if tested.iter().any(|p| p.interval.hi < -DELTA) {
+        Verdict::DoesNotHold
+    } else {
+        Verdict::Inconclusive
+    };
+    Ok(finding(
+        CLAIM_F,
+        verdict,
+        format!(
+            "{head}. Δ aligned (independent) − unaligned (shared init), paired {} intervals: {}; δ = {DELTA} (holds if every lower end ≥ −δ, does not hold if some upper end < −δ). Δ aligned − unaligned (both independent): {}",
+            level_pct(),
+            describe(&vs_shared),
+            describe(&vs_unaligned)
+        ),
+    ))
 }
 
 fn finding(claim: &str, verdict: Verdict, evidence: String) -> Finding {

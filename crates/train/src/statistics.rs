@@ -1,0 +1,247 @@
+//! Statistics for data-dependent merging, collected by running a suite's data through a
+//! trained model: what RegMean, Fisher merging, gradient matching and activation-based
+//! alignment read (`mmerge_merge::methods::{regmean, fisher, gradmatch}`,
+//! `mmerge_merge::align`).
+//!
+//! - **Gram matrices** (RegMean, arXiv 2212.09849): for every linear layer that runs, the mean
+//!   Gᵂ = XᵀX / n of its inputs X over the real tokens of `batches` batches. Each batch goes
+//!   through the image-only, the text-only and the fused pass, so every expert's Gram comes
+//!   from the tokens routed to it: vision experts from image tokens, text experts from text
+//!   tokens, vision-language experts from the fused sequence (as arXiv 2304.14933's code
+//!   hooks its experts).
+//! - **Unit moments** (activation matching, ZipIt, MuDSC; arXiv 2403.01753): for every
+//!   expert-specific attention and FFN part, the features of *every* stored expert on the
+//!   same tokens (key projections, attention mixes, FFN hidden units), concatenated over the
+//!   experts f = [f_vision; f_text; …], with their count, Σ f and Σ f fᵀ in float64.
+//! - **Diagonal Fisher** (arXiv 2111.09832, 2310.12808): F = (1/K) Σₖ (∇θ Lₖ)² over
+//!   `fisher_batches` batches, Lₖ the run's pre-training loss (its objectives' weighted sum)
+//!   with the data's own targets: the empirical Fisher of batch gradients (as in the RegMean
+//!   and MergeLM code bases' "Fisher on batch gradients"). Deviation: not per-example
+//!   gradients and no labels sampled from the model (the contrastive objectives have no
+//!   per-example loss outside a batch), so it is scaled by the batch size B (F ≈ B·E[(∇L_B)²],
+//!   unbiased for the per-example Fisher when the mean gradient is zero, biased upward by
+//!   (B − 1)(E∇ℓ)² otherwise).
+//!
+//! Batches come from the recipe's train split in the loader's order for the recipe's seed
+//! (epoch 0, then 1, …), so the same recipe gives the same statistics. No dropout.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use mmerge_data::batch::{Loader, LoaderConfig};
+use mmerge_models::Expert;
+use mmerge_models::probe::{Probe, UnitKind};
+use tch::{Kind, Tensor};
+
+use crate::error::{Result, TrainError};
+use crate::input::{ModelBatch, decoder};
+use crate::trainer::{Prepared, Work, data_setup, work_loss};
+
+/// What to collect, and on how much data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatisticsConfig {
+    /// Batches for the Gram matrices and unit moments (0: collect neither).
+    pub batches: usize,
+    /// Batches for the Fisher (0: none).
+    pub fisher_batches: usize,
+}
+
+/// Running moments of one unit: the concatenated features of `experts` (each `width` wide).
+#[derive(Debug)]
+pub struct Moments {
+    pub experts: Vec<Expert>,
+    pub width: usize,
+    pub count: f64,
+    /// Σ f, float64 [E·width].
+    pub sum: Tensor,
+    /// Σ f fᵀ, float64 [E·width, E·width].
+    pub outer: Tensor,
+}
+
+/// The collected statistics.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// Weight key → mean Gram of that layer's inputs, float32 [in, in].
+    pub gram: BTreeMap<String, Tensor>,
+    /// `encoder.layers.{i}.{attn|ffn}` and the unit kind → its moments.
+    pub units: BTreeMap<(String, UnitKind), Moments>,
+    /// Parameter key → mean squared batch gradient times the batch size, float32.
+    pub fisher: BTreeMap<String, Tensor>,
+    /// Tokens seen per weight key (the Gram's n).
+    pub rows: BTreeMap<String, f64>,
+}
+
+#[derive(Default)]
+struct Sums {
+    gram: BTreeMap<String, (Tensor, f64)>,
+    units: BTreeMap<(String, UnitKind), Moments>,
+}
+
+/// The probe attached to the encoder while the Gram batches run: it adds into shared sums.
+struct Accumulate(Arc<Mutex<Sums>>);
+
+impl Probe for Accumulate {
+    fn linear_input(&mut self, weight: &str, x: &Tensor) {
+        let x = x.to_kind(Kind::Double);
+        let g = x.transpose(0, 1).mm(&x);
+        let n = x.size()[0] as f64;
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match s.gram.get_mut(weight) {
+            Some((sum, rows)) => {
+                *sum += g;
+                *rows += n;
+            }
+            None => {
+                s.gram.insert(weight.to_string(), (g, n));
+            }
+        }
+    }
+
+    fn unit_features(&mut self, part: &str, kind: UnitKind, features: &[(Expert, Tensor)]) {
+        let parts: Vec<Tensor> = features
+            .iter()
+            .map(|(_, t)| t.to_kind(Kind::Double))
+            .collect();
+        let f = Tensor::cat(&parts, 1);
+        let width = features.first().map_or(0, |(_, t)| t.size()[1] as usize);
+        let sum = f.sum_dim_intlist(0, false, Kind::Double);
+        let outer = f.transpose(0, 1).mm(&f);
+        let n = f.size()[0] as f64;
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (part.to_string(), kind);
+        match s.units.get_mut(&key) {
+            Some(m) => {
+                m.count += n;
+                m.sum += sum;
+                m.outer += outer;
+            }
+            None => {
+                s.units.insert(
+                    key,
+                    Moments {
+                        experts: features.iter().map(|(e, _)| *e).collect(),
+                        width,
+                        count: n,
+                        sum,
+                        outer,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The first `n` batches of the train split in the loader's order (epochs 0, 1, … as needed).
+fn batches(
+    p: &Prepared,
+    n: usize,
+    mut each: impl FnMut(usize, &ModelBatch) -> Result<()>,
+) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let r = &p.recipe;
+    let (transform, collator) = data_setup(p, false);
+    let loader = Loader::new(
+        p.train_items.clone(),
+        decoder(transform),
+        LoaderConfig {
+            batch_size: r.batch_size,
+            seed: r.seed,
+            shuffle: true,
+            drop_last: true,
+            prefetch: 2,
+        },
+        (r.threads > 0).then_some(r.threads),
+    )?;
+    if loader.batches_per_epoch() == 0 {
+        return Err(TrainError::Invalid(format!(
+            "statistics: the train split has {} examples, fewer than one batch of {}",
+            loader.len(),
+            r.batch_size
+        )));
+    }
+    let mut done = 0;
+    let mut epoch = 0;
+    while done < n {
+        for b in loader.epoch(epoch) {
+            each(done, &collator.collate(b?)?)?;
+            done += 1;
+            if done == n {
+                break;
+            }
+        }
+        epoch += 1;
+    }
+    Ok(())
+}
+
+/// Collects the statistics of the prepared run's network (see the module docs).
+/// `tick` is called after every batch (`cfg.batches + cfg.fisher_batches` in all).
+pub fn collect(p: &Prepared, cfg: &StatisticsConfig, tick: &dyn Fn()) -> Result<Collected> {
+    if !matches!(p.work, Work::Pretrain { .. }) {
+        return Err(TrainError::Invalid(
+            "statistics are collected with a pre-training recipe (its pairs and objectives)".into(),
+        ));
+    }
+    let sums = Arc::new(Mutex::new(Sums::default()));
+    let enc = &p.net.encoder;
+    if cfg.batches > 0 {
+        let _guard = tch::no_grad_guard();
+        enc.set_probe(Some(Box::new(Accumulate(Arc::clone(&sums)))));
+        let run = batches(p, cfg.batches, |_, b| {
+            let pixels = b.image()?;
+            let text = b.text()?.batch();
+            // The passes' outputs are not needed: the probe has seen every layer.
+            let _ = enc.encode_image(pixels, false)?;
+            let _ = enc.encode_text(&text, false)?;
+            let _ = enc.encode_image_text(pixels, &text, 1, false)?;
+            tick();
+            Ok(())
+        });
+        enc.set_probe(None);
+        run?;
+    }
+    let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut out = Collected {
+        units: sums.units,
+        ..Default::default()
+    };
+    for (key, (sum, rows)) in sums.gram {
+        out.gram
+            .insert(key.clone(), (sum / rows).to_kind(Kind::Float));
+        out.rows.insert(key, rows);
+    }
+    if cfg.fisher_batches > 0 {
+        out.fisher = fisher(p, cfg.fisher_batches, tick)?;
+    }
+    Ok(out)
+}
+
+/// B/K Σₖ (∇ Lₖ)² per parameter over the first K batches.
+fn fisher(p: &Prepared, k: usize, tick: &dyn Fn()) -> Result<BTreeMap<String, Tensor>> {
+    let named = p.net.named_parameters();
+    let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut acc: Vec<Tensor> = params
+        .iter()
+        .map(|t| Tensor::zeros_like(t).to_kind(Kind::Double))
+        .collect();
+    let seed = p.recipe.seed;
+    batches(p, k, |i, b| {
+        let (loss, _) = work_loss(&p.work, &p.net, b, seed, i as u64, false)?;
+        let grads = Tensor::f_run_backward(&[loss], &params, false, false)?;
+        for (a, g) in acc.iter_mut().zip(grads) {
+            if g.defined() {
+                *a += g.to_kind(Kind::Double).square();
+            }
+        }
+        tick();
+        Ok(())
+    })?;
+    let scale = p.recipe.batch_size as f64 / k as f64;
+    Ok(named
+        .into_iter()
+        .zip(acc)
+        .map(|((name, _), a)| (name, (a * scale).to_kind(Kind::Float)))
+        .collect())
+}
