@@ -2,6 +2,7 @@
 //! text and images, check the libtorch set-up. This binary links no libtorch: `encode` and
 //! `doctor` run in `mmerge-torch`, which it hands them to (see [`torch`]).
 
+mod align;
 mod data;
 mod demo;
 mod experts;
@@ -51,6 +52,9 @@ enum Command {
     /// Merge the modality experts of a multiway checkpoint into its `shared` keys, into OUT_DIR.
     #[command(name = "experts", visible_alias = "merge-experts")]
     MergeExperts(experts::Args),
+    /// Permute (or zip) checkpoint B into A's basis, or experts of a multiway checkpoint into
+    /// the reference expert's (weight_matching, activation_matching, zipit, mudsc_*), into OUT.
+    Align(align::Args),
     /// Weight distances between two checkpoints (per tensor, per layer, aggregate).
     Distance {
         a: PathBuf,
@@ -155,7 +159,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether `e` is a refusal to replace an existing output (of `merge`, `experts` or `data`, whose
+/// Whether `e` is a refusal to replace an existing output (of `merge`, `experts`, `align` or `data`, whose
 /// `--force` replaces it).
 fn existing_output(e: &anyhow::Error) -> bool {
     use mmerge_core::CoreError;
@@ -223,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::MergeExperts(args) => experts::run(args)?,
+        Command::Align(args) => align::run(args)?,
         Command::Demo { dir } => demo::run(dir)?,
         Command::Encode(args) => return torch::hand_off("encode", args),
         Command::Data { command } => data::run(command)?,

@@ -270,6 +270,20 @@ impl Checkpoint {
         Ok(out)
     }
 
+    /// Decodes a whole float tensor into a new `Vec<f64>`: F64 bit-exactly (little-endian, as
+    /// stored), the narrower float dtypes through [`Checkpoint::read_f32`].
+    pub fn read_f64(&self, name: &str) -> Result<Vec<f64>> {
+        if self.require(name)?.dtype != Dtype::F64 {
+            return Ok(self.read_f32(name)?.into_iter().map(f64::from).collect());
+        }
+        let decode = |b: &[u8]| {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(b);
+            f64::from_le_bytes(le)
+        };
+        Ok(self.bytes(name)?.chunks_exact(8).map(decode).collect())
+    }
+
     /// Tells the kernel this process is done with a tensor's pages, so they leave its resident
     /// set (they stay in the page cache). Reading the tensor again later is still valid.
     pub fn release(&self, name: &str) {
@@ -355,6 +369,30 @@ mod tests {
         assert_eq!(ck.read_f32("b").unwrap(), b, "released pages read back");
         let err = ck.read_f32("zz").unwrap_err().to_string();
         assert!(err.contains("tensor `zz` not found"), "{err}");
+    }
+
+    #[test]
+    fn read_f64_is_bit_exact_for_f64_and_widens_the_rest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("m");
+        let x = [0.1f64, -1e300, f64::MIN_POSITIVE, -0.0, 1.0 / 3.0];
+        let t = [
+            OutputTensor::new("d", Dtype::F64, vec![5]),
+            OutputTensor::new("h", Dtype::BF16, vec![2]),
+        ];
+        let w = CheckpointWriter::create(&out, &t, 1 << 20, false).unwrap();
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.write_bytes("d", 0, &bytes).unwrap();
+        w.write_f32("h", 0, &[1.5, -2.0]).unwrap();
+        w.finish().unwrap();
+        let ck = Checkpoint::open(&out).unwrap();
+        let got = ck.read_f64("d").unwrap();
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            x.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(ck.read_f64("h").unwrap(), [1.5, -2.0]);
+        assert!(ck.read_f64("zz").is_err());
     }
 
     #[test]

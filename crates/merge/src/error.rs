@@ -53,4 +53,7 @@ pub enum MergeError {
     /// A statistics folder does not fit the method or the models.
     #[error("statistics {path}: {message}")]
     Statistics { path: PathBuf, message: String },
+    /// Alignment (`align`) failed: a unit, key or parameter at fault.
+    #[error(transparent)]
+    Align(#[from] crate::align::AlignError),
 }

@@ -31,6 +31,7 @@
 //! - A negative variance from rounding counts as 0 in the correlation's normalisation.
 
 pub mod apply;
+pub mod io;
 pub mod lap;
 pub mod matching;
 pub mod similarity;
@@ -38,6 +39,7 @@ pub mod solve;
 pub mod units;
 
 pub use apply::{Side, apply};
+pub use io::{AlignSummary, align_checkpoints, align_experts, read_joint_stats, write_joint_stats};
 pub use matching::{AlignMethod, Options, Solver, align_units, solve};
 pub use similarity::{JointStats, weight_similarity};
 pub use solve::Transform;
@@ -86,4 +88,13 @@ pub enum AlignError {
     UnknownKey(String),
     #[error("unknown alignment method `{0}` (known: {known})", known = matching::AlignMethod::NAMES.join(", "))]
     UnknownMethod(String),
+    /// A method or setting that this alignment mode (model or expert, [`io`]) cannot run.
+    #[error("alignment method `{method}`: {message}")]
+    Mode {
+        method: &'static str,
+        message: String,
+    },
+    /// An expert name that the multiway checkpoint does not store, or named twice.
+    #[error("expert `{name}`: {message}")]
+    Expert { name: String, message: String },
 }
