@@ -331,6 +331,7 @@ fn merge(c: &Value, inputs: &[StageDir], out: &Path) -> anyhow::Result<()> {
         mmerge_merge::align::io::align_experts(
             &experts_dir,
             &aligned,
+            true,
             "vision",
             &others,
             method,

@@ -170,7 +170,7 @@ fn save(c: &Collected, out: &Path) -> anyhow::Result<serde_json::Value> {
     }
     if !units.is_empty() {
         written.insert("activations".into(), json!(units.len()));
-        mmerge_merge::align::io::write_joint_stats(&out.join("activations"), &units)?;
+        mmerge_merge::align::io::write_joint_stats(out, &units)?;
     }
     Ok(serde_json::Value::Object(written))
 }
