@@ -40,6 +40,24 @@ pub struct MergeConfig {
     /// mmerge's extension for data-dependent methods: per model (as the config names it), the
     /// statistics folder collected on data (`mmerge-torch statistics`).
     pub statistics: Option<BTreeMap<String, String>>,
+    /// mmerge's extension: align every merged model to the first (or to `base_model`) before
+    /// merging (Git Re-Basin style, `mmerge align` in model mode).
+    pub align: Option<AlignConfig>,
+}
+
+/// `align:` of a merge config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlignConfig {
+    /// An alignment method (`mmerge_merge::align::AlignMethod`); model mode takes
+    /// `weight_matching`.
+    pub method: String,
+    /// MuDSC's λ, for its methods.
+    #[serde(default)]
+    pub lambda: Option<f64>,
+    /// Seed of the unit order of the coordinate ascent.
+    #[serde(default)]
+    pub seed: u64,
 }
 
 /// The config as YAML spells it, before [`MergeConfig::from_yaml`] types and checks it.
@@ -65,6 +83,8 @@ struct RawConfig {
     name: Option<String>,
     #[serde(default)]
     statistics: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    align: Option<AlignConfig>,
 }
 
 /// One entry of `models:`.
@@ -219,6 +239,7 @@ impl MergeConfig {
             tokenizer_source: raw.tokenizer_source,
             name: raw.name,
             statistics: raw.statistics,
+            align: raw.align,
         };
         for (i, model) in cfg.model_refs().into_iter().enumerate() {
             if model.contains('+') {
@@ -250,6 +271,32 @@ impl MergeConfig {
             ));
         }
         cfg.check_statistics(text, path)?;
+        if let Some(a) = &cfg.align {
+            let line = at(&[Key("align"), Key("method")]);
+            let options = crate::align::AlignMethod::from_name(&a.method)
+                .and_then(|m| m.options(a.lambda).map(|o| (m, o)));
+            match options {
+                Err(e) => return Err(err(line, e.to_string())),
+                Ok((m, o))
+                    if o.lambda < 1.0 || !matches!(o.solver, crate::align::Solver::Align) =>
+                {
+                    return Err(err(
+                        line,
+                        format!(
+                            "align method `{}`: a merge config aligns whole models by their weights only; use weight_matching (activation-based and zip methods align the experts of one checkpoint: `mmerge align --experts`)",
+                            m.name()
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+            }
+            if cfg.slices.is_some() {
+                return Err(err(
+                    at(&[Key("align")]),
+                    "`align` works with `models:`, not `slices:`".into(),
+                ));
+            }
+        }
         cfg.check_param_names(text, path)?;
         Ok(cfg)
     }

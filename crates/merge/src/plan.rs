@@ -81,6 +81,54 @@ pub struct MergePlan {
     pub config_updates: Vec<(&'static str, &'static str)>,
     /// Seed of DARE's random masks.
     pub seed: u64,
+    /// Aligned copies of input models (`align:`), removed when the plan is dropped.
+    pub scratch: Option<Scratch>,
+}
+
+/// A temporary folder removed on drop (the aligned copies of a merge's inputs).
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Aligns every model of `models:` but the reference (the base, else the first) to the
+/// reference, into a scratch folder; returns the paths to open per model reference.
+fn align_models(
+    cfg: &MergeConfig,
+    refs: &[&str],
+    scratch: &Path,
+) -> Result<HashMap<String, PathBuf>> {
+    let mut paths = HashMap::new();
+    let (Some(a), Some(entries)) = (&cfg.align, &cfg.models) else {
+        return Ok(paths);
+    };
+    let method = crate::align::AlignMethod::from_name(&a.method)?;
+    let mut opts = method.options(a.lambda)?;
+    opts.seed = a.seed;
+    let reference = cfg
+        .base_model
+        .clone()
+        .unwrap_or_else(|| entries[0].model.clone());
+    for (i, r) in refs.iter().enumerate() {
+        if *r == reference || Some(*r) == cfg.base_model.as_deref() {
+            continue;
+        }
+        let out = scratch.join(format!("model-{i}"));
+        crate::align::io::align_checkpoints(
+            &model_path(&reference),
+            &model_path(r),
+            &out,
+            true,
+            method,
+            &opts,
+        )?;
+        paths.insert(r.to_string(), out);
+    }
+    Ok(paths)
 }
 
 struct Member<'a> {
@@ -120,11 +168,21 @@ impl MergePlan {
         let method = cfg.method();
 
         let refs = cfg.model_refs();
+        let scratch = cfg.align.as_ref().map(|_| {
+            static PLANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = PLANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Scratch(std::env::temp_dir().join(format!("mmerge-align-{}-{n}", std::process::id())))
+        });
+        let aligned = match &scratch {
+            Some(s) => align_models(cfg, &refs, &s.0)?,
+            None => HashMap::new(),
+        };
         let mut models = Vec::with_capacity(refs.len());
         let mut index: HashMap<&str, usize> = HashMap::new();
         for r in &refs {
             index.insert(r, models.len());
-            models.push(Checkpoint::open(model_path(r))?);
+            let path = aligned.get(*r).cloned().unwrap_or_else(|| model_path(r));
+            models.push(Checkpoint::open(path)?);
         }
         let base = cfg.base_model.as_deref().map(|b| index[b]);
         let out_dtype = cfg.output_dtype();
@@ -212,6 +270,7 @@ impl MergePlan {
                 _ => "float32",
             }),
             seed,
+            scratch,
         })
     }
 
@@ -286,6 +345,7 @@ impl MergePlan {
             out_dtype_name: None,
             config_updates: vec![],
             seed,
+            scratch: None,
         })
     }
 

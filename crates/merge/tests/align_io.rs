@@ -235,6 +235,40 @@ fn model_mode_undoes_planted_head_consistent_permutations() {
         std::fs::read_to_string(out.join("config.json")).unwrap(),
         CONFIG
     );
+
+    // The same through a merge config: `align:` permutes B into A before averaging, so the
+    // average of A and aligned B is A; without it the average is far from A.
+    let merge = |align: &str| {
+        let d = tmp.path();
+        let yaml = format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\n{align}",
+            d.join("a").display(),
+            d.join("b").display()
+        );
+        let path = d.join("merge.yml");
+        std::fs::write(&path, &yaml).unwrap();
+        let cfg = mmerge_merge::MergeConfig::from_yaml(&yaml, &path)?;
+        let plan = mmerge_merge::MergePlan::new(&cfg, &path, 0)?;
+        let mut opts = mmerge_merge::MergeOptions::new(d.join("merged"));
+        opts.force = true;
+        mmerge_merge::run(&plan, &yaml, &opts, &indicatif::ProgressBar::hidden())?;
+        Ok::<_, mmerge_merge::MergeError>(load(&d.join("merged")))
+    };
+    let aligned = merge("align: {method: weight_matching}\n").unwrap();
+    let d = max_diff(&aligned, &a);
+    assert!(d < 1e-6, "aligned merge differs from A by {d}");
+    let plain = merge("").unwrap();
+    assert!(max_diff(&plain, &a) > 0.1);
+    // Only weight matching aligns whole models; the error names the line.
+    let e = merge("align: {method: zipit}\n").unwrap_err().to_string();
+    assert!(
+        e.contains("merge.yml:7") && e.contains("weight_matching"),
+        "{e}"
+    );
+    let e = merge("align: {method: matching}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("matching") && e.contains("mudsc_align"), "{e}");
 }
 
 /// The merged tensor of ZipIt on one unit, independently: fc1 (Out) Σᵢ mergeᵢᵀ Wᵢ and fc2 (In)
