@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::random_weights;
+
 use std::collections::BTreeMap;
 
 use mmerge_core::hash::SplitMix64;
@@ -55,24 +58,6 @@ fn keys() -> Vec<(String, Vec<usize>)> {
         }
     }
     k
-}
-
-fn random_weights(keys: &[(String, Vec<usize>)], seed: u64) -> Weights {
-    let mut rng = SplitMix64::new(seed);
-    keys.iter()
-        .map(|(k, s)| {
-            let data = (0..s.iter().product())
-                .map(|_| rng.signed_unit_f32())
-                .collect();
-            (
-                k.clone(),
-                Tensor {
-                    shape: s.clone(),
-                    data,
-                },
-            )
-        })
-        .collect()
 }
 
 fn random_perm(n: usize, rng: &mut SplitMix64) -> Vec<usize> {

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::random_weights;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -52,24 +55,6 @@ fn keys() -> Vec<(String, Vec<usize>)> {
         }
     }
     k
-}
-
-fn random(keys: &[(String, Vec<usize>)], seed: u64) -> Weights {
-    let mut rng = SplitMix64::new(seed);
-    keys.iter()
-        .map(|(k, s)| {
-            let data = (0..s.iter().product())
-                .map(|_| rng.signed_unit_f32())
-                .collect();
-            (
-                k.clone(),
-                Tensor {
-                    shape: s.clone(),
-                    data,
-                },
-            )
-        })
-        .collect()
 }
 
 fn save(dir: &Path, w: &Weights, config: &str) {
@@ -169,7 +154,7 @@ fn joint_stats_round_trip_bit_exactly() {
 fn model_mode_undoes_planted_head_consistent_permutations() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = keys();
-    let a = random(&keys, 1);
+    let a = random_weights(&keys, 1);
     let units = model_units(&keys, HEADS).unwrap();
     // B = A with every unit permuted; QK and VO of one attention expert move heads alike.
     let mut rng = SplitMix64::new(2);
@@ -307,7 +292,7 @@ fn zipit_merge(w: [&Tensor; 2], t: &Transform, out_axis: bool) -> Vec<f64> {
 fn expert_zip_keeps_shapes_and_averages_to_zipit() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = keys();
-    let w = random(&keys, 3);
+    let w = random_weights(&keys, 3);
     let mw = tmp.path().join("mw");
     save(&mw, &w, CONFIG);
     let mut stats = BTreeMap::new();
@@ -388,7 +373,7 @@ fn expert_zip_keeps_shapes_and_averages_to_zipit() {
 fn refusals_name_their_cause() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = keys();
-    let w = random(&keys, 7);
+    let w = random_weights(&keys, 7);
     let a = tmp.path().join("a");
     save(&a, &w, CONFIG);
     let out = tmp.path().join("out");

@@ -83,13 +83,7 @@ fn alignment(ctx: &Ctx<'_>) -> Result<Finding> {
     if tested.is_empty() {
         return Ok(inconclusive(CLAIM_F, format!("{head}: no per-item values")));
     }
-    let verdict = if tested.iter().all(|p| p.interval.lo >= -DELTA) {
-        Verdict::Holds
-    } else if tested.iter().any(|p| p.interval.hi < -DELTA) {
-        Verdict::DoesNotHold
-    } else {
-        Verdict::Inconclusive
-    };
+    let verdict = not_worse_than(&tested);
     Ok(finding(
         CLAIM_F,
         verdict,
@@ -209,13 +203,7 @@ fn approaches_baseline(ctx: &Ctx<'_>) -> Result<Finding> {
             format!("{head}: no score has per-item values to compare"),
         ));
     }
-    let verdict = if tested.iter().all(|p| p.interval.lo >= -DELTA) {
-        Verdict::Holds
-    } else if tested.iter().any(|p| p.interval.hi < -DELTA) {
-        Verdict::DoesNotHold
-    } else {
-        Verdict::Inconclusive
-    };
+    let verdict = not_worse_than(&tested);
     Ok(finding(
         CLAIM_A,
         verdict,
@@ -226,6 +214,17 @@ fn approaches_baseline(ctx: &Ctx<'_>) -> Result<Finding> {
             describe(&comps)
         ),
     ))
+}
+
+/// Holds if every lower end ≥ −δ, does not hold if some upper end < −δ, else inconclusive.
+fn not_worse_than(tested: &[Paired]) -> Verdict {
+    if tested.iter().all(|p| p.interval.lo >= -DELTA) {
+        Verdict::Holds
+    } else if tested.iter().any(|p| p.interval.hi < -DELTA) {
+        Verdict::DoesNotHold
+    } else {
+        Verdict::Inconclusive
+    }
 }
 
 fn corr_text(c: Option<Corr>) -> String {

@@ -21,8 +21,7 @@ use std::sync::Arc;
 
 use super::linear::RUN;
 use super::{
-    Goldens, Inputs, Kernel, Kind, Method, ParamSpec, Planned, Reference, Scope, Statistics,
-    TensorPlan,
+    Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, Statistics, TensorPlan,
 };
 use crate::error::{MergeError, Result};
 use crate::exec::{Chunk, Passes};
@@ -35,24 +34,8 @@ pub const FISHER: Method = Method {
     inputs: Inputs::Many,
     statistics: Statistics::Fisher,
     params: &[
-        ParamSpec {
-            name: "weight",
-            scope: Scope::Input,
-            kind: Kind::Number {
-                default: Some(1.0),
-                required: false,
-                range: Some((0.0, 1e6)),
-            },
-        },
-        ParamSpec {
-            name: "fisher_floor",
-            scope: Scope::Shared,
-            kind: Kind::Number {
-                default: Some(1e-6),
-                required: false,
-                range: Some((0.0, 1.0)),
-            },
-        },
+        ParamSpec::number("weight", Scope::Input, 1.0, 1e6),
+        ParamSpec::number("fisher_floor", Scope::Shared, 1e-6, 1.0),
     ],
     plan,
     oracle: |c| {

@@ -25,23 +25,10 @@ use std::sync::Arc;
 use super::fisher::require_fisher;
 use super::linear::RUN;
 use super::{
-    Goldens, Inputs, Kernel, Kind, Method, ParamSpec, Planned, Reference, Scope, Statistics,
-    TensorPlan,
+    Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, Statistics, TensorPlan,
 };
 use crate::error::Result;
 use crate::exec::{Chunk, Passes};
-
-const fn number(name: &'static str, scope: Scope, default: f64, hi: f64) -> ParamSpec {
-    ParamSpec {
-        name,
-        scope,
-        kind: Kind::Number {
-            default: Some(default),
-            required: false,
-            range: Some((0.0, hi)),
-        },
-    }
-}
 
 /// The registry entry.
 pub const GRADIENT_MATCHING: Method = Method {
@@ -51,10 +38,10 @@ pub const GRADIENT_MATCHING: Method = Method {
     inputs: Inputs::Many,
     statistics: Statistics::Fisher,
     params: &[
-        number("weight", Scope::NonBase, 1.0, 1e3),
-        number("scale", Scope::NonBase, 1.0, 1e12),
-        number("base_scale", Scope::Shared, 1.0, 1e12),
-        number("delta", Scope::Shared, 1e-12, 1.0),
+        ParamSpec::number("weight", Scope::NonBase, 1.0, 1e3),
+        ParamSpec::number("scale", Scope::NonBase, 1.0, 1e12),
+        ParamSpec::number("base_scale", Scope::Shared, 1.0, 1e12),
+        ParamSpec::number("delta", Scope::Shared, 1e-12, 1.0),
     ],
     plan,
     oracle: |c| {

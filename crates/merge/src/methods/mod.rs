@@ -251,6 +251,19 @@ impl ParamSpec {
         }
     }
 
+    /// An optional number with a default, in [0, `hi`].
+    pub const fn number(name: &'static str, scope: Scope, default: f64, hi: f64) -> Self {
+        ParamSpec {
+            name,
+            scope,
+            kind: Kind::Number {
+                default: Some(default),
+                required: false,
+                range: Some((0.0, hi)),
+            },
+        }
+    }
+
     /// A shared flag with a default.
     pub const fn flag(name: &'static str, default: bool) -> Self {
         ParamSpec {

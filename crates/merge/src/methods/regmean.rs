@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use super::linear::Linear;
 use super::{
-    DynKernel, Goldens, Inputs, Kind, Method, ParamSpec, Planned, Reference, Scope, Statistics,
+    DynKernel, Goldens, Inputs, Method, ParamSpec, Planned, Reference, Scope, Statistics,
     TensorPlan,
 };
 use crate::error::{MergeError, Result};
@@ -43,24 +43,8 @@ pub const REGMEAN: Method = Method {
     inputs: Inputs::Many,
     statistics: Statistics::Gram,
     params: &[
-        ParamSpec {
-            name: "weight",
-            scope: Scope::Input,
-            kind: Kind::Number {
-                default: Some(1.0),
-                required: false,
-                range: Some((0.0, 1e6)),
-            },
-        },
-        ParamSpec {
-            name: "alpha",
-            scope: Scope::Shared,
-            kind: Kind::Number {
-                default: Some(0.9),
-                required: false,
-                range: Some((0.0, 1.0)),
-            },
-        },
+        ParamSpec::number("weight", Scope::Input, 1.0, 1e6),
+        ParamSpec::number("alpha", Scope::Shared, 0.9, 1.0),
     ],
     plan,
     oracle: |c| {

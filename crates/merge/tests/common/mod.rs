@@ -2,7 +2,7 @@
 //! merge run from YAML text.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 
@@ -68,4 +68,18 @@ pub fn assert_close(name: &str, got: &[f32], want: &[f64], tol: f64, floor: f64)
             "{name}[{j}]: got {g}, want {w} (err {err:e})"
         );
     }
+}
+
+/// Weights of the given keys and shapes, uniform in [-1, 1) from core's random stream.
+pub fn random_weights(keys: &[(String, Vec<usize>)], seed: u64) -> mmerge_merge::align::Weights {
+    let mut rng = SplitMix64::new(seed);
+    keys.iter()
+        .map(|(k, s)| {
+            let data = (0..s.iter().product())
+                .map(|_| rng.signed_unit_f32())
+                .collect();
+            let shape = s.clone();
+            (k.clone(), mmerge_merge::align::Tensor { shape, data })
+        })
+        .collect()
 }
