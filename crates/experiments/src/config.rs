@@ -160,13 +160,24 @@ pub struct StatisticsSettings {
     /// Batches for the diagonal Fisher.
     #[serde(default = "default_statistics_batches")]
     pub fisher_batches: usize,
+    /// The Fisher's targets: `data` (empirical Fisher) or `model` (sampled from the model).
+    #[serde(default = "default_fisher_labels")]
+    pub fisher_labels: String,
 }
+
+fn default_fisher_labels() -> String {
+    "data".into()
+}
+
+/// The Fisher's target choices.
+pub const FISHER_LABELS: [&str; 2] = ["data", "model"];
 
 impl Default for StatisticsSettings {
     fn default() -> Self {
         StatisticsSettings {
             batches: default_statistics_batches(),
             fisher_batches: default_statistics_batches(),
+            fisher_labels: default_fisher_labels(),
         }
     }
 }
@@ -788,6 +799,13 @@ impl Experiment {
             known,
         )?;
         sweep_ok(root("experts").key("sharing"), &self.experts.sharing)?;
+        let labels: Vec<String> = FISHER_LABELS.iter().map(|s| s.to_string()).collect();
+        one_of(
+            &root("statistics").key("fisher_labels"),
+            "Fisher labels",
+            &self.statistics.fisher_labels,
+            &labels,
+        )?;
         sweep_ok(root("experts").key("init"), &self.experts.init)?;
         let inits: Vec<String> = EXPERT_INITS.iter().map(|s| s.to_string()).collect();
         for (i, init) in self.experts.init.values().iter().enumerate() {

@@ -469,17 +469,22 @@ impl Plan {
                 };
                 // The statistics of a model (data-dependent merges, alignment), made once.
                 let statistics = |b: &mut Builder, model: StageId, objs: &Value, name: &str| {
+                    let mut config = json!({
+                        "objectives": objs,
+                        "batches": e.statistics.batches,
+                        "fisher_batches": e.statistics.fisher_batches,
+                        "batch_size": p.batch_size,
+                        "seed": s,
+                    });
+                    // Only when not the default, so that earlier stages keep their keys.
+                    if e.statistics.fisher_labels != "data" {
+                        config["fisher_labels"] = json!(e.statistics.fisher_labels);
+                    }
                     b.add(
                         StageKind::Statistics,
                         format!("{tag}/statistics/{name}"),
                         Some(s),
-                        json!({
-                            "objectives": objs,
-                            "batches": e.statistics.batches,
-                            "fisher_batches": e.statistics.fisher_batches,
-                            "batch_size": p.batch_size,
-                            "seed": s,
-                        }),
+                        config,
                         vec![suite, model],
                     )
                 };

@@ -759,6 +759,27 @@ fn data_dependent_merges_and_alignment_read_statistics_stages() {
         e.contains("mudsc_alignn") && e.contains("weight_matching"),
         "{e}"
     );
+    // Model-sampled Fisher labels are part of the statistics stages' keys; others are named.
+    let sampled = format!("{text}\nstatistics: {{fisher_labels: model}}\n");
+    let ps = Plan::build(&parse(&sampled).unwrap(), "quick").unwrap();
+    let st = ps
+        .stages
+        .iter()
+        .find(|s| s.kind == StageKind::Statistics)
+        .unwrap();
+    assert_eq!(st.config["fisher_labels"], "model");
+    let first = p
+        .stages
+        .iter()
+        .find(|s| s.kind == StageKind::Statistics)
+        .unwrap();
+    assert!(first.config.get("fisher_labels").is_none());
+    let e = parse(&format!(
+        "{text}\nstatistics: {{fisher_labels: true_fisher}}\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("true_fisher") && e.contains("model"), "{e}");
     let bad = text.replace("init: [shared, independent]", "init: [shared, random]");
     let e = parse(&bad).unwrap_err().to_string();
     assert!(e.contains("random") && e.contains("independent"), "{e}");

@@ -94,6 +94,12 @@ impl MimHead {
         let mean = target.mean_dim(-1, true, Kind::Float);
         let var = target.var_dim(-1, false, true);
         let target = (target - mean) / (var + 1e-6).sqrt();
+        self.loss_against(h, &target, mask)
+    }
+
+    /// Mean squared error against given targets [B, N, C·P²] on the patches where `mask`
+    /// [B, N] is true.
+    pub fn loss_against(&self, h: &Tensor, target: &Tensor, mask: &Tensor) -> Tensor {
         let per_patch = (self.forward(h) - target)
             .square()
             .mean_dim(-1, false, Kind::Float);

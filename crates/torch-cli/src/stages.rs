@@ -113,6 +113,9 @@ pub fn execute(
                 objectives,
                 batches: number("batches")? as usize,
                 fisher_batches: number("fisher_batches")? as usize,
+                fisher_labels: mmerge_train::statistics::FisherLabels::from_name(
+                    c["fisher_labels"].as_str().unwrap_or("data"),
+                )?,
                 batch_size: number("batch_size")? as usize,
                 seed: number("seed")?,
                 threads: ctx.threads,

@@ -20,7 +20,7 @@ use mmerge_core::Dtype;
 use mmerge_merge::align::JointStats;
 use mmerge_models::Expert;
 use mmerge_train::recipe::Recipe;
-use mmerge_train::statistics::{Collected, Moments, StatisticsConfig, collect};
+use mmerge_train::statistics::{Collected, FisherLabels, Moments, StatisticsConfig, collect};
 use mmerge_train::trainer;
 use serde_json::json;
 use tch::{Kind, Tensor};
@@ -34,6 +34,7 @@ pub struct Request {
     pub objectives: BTreeMap<String, f64>,
     pub batches: usize,
     pub fisher_batches: usize,
+    pub fisher_labels: FisherLabels,
     pub batch_size: usize,
     pub seed: u64,
     pub threads: usize,
@@ -69,6 +70,7 @@ pub fn write(r: &Request, out: &Path, tick: &dyn Fn()) -> anyhow::Result<serde_j
     let cfg = StatisticsConfig {
         batches: r.batches,
         fisher_batches: r.fisher_batches,
+        fisher_labels: r.fisher_labels,
     };
     let t0 = std::time::Instant::now();
     let c = collect(&p, &cfg, tick)?;
@@ -80,6 +82,7 @@ pub fn write(r: &Request, out: &Path, tick: &dyn Fn()) -> anyhow::Result<serde_j
         "objectives": r.objectives,
         "batches": r.batches,
         "fisher_batches": r.fisher_batches,
+        "fisher_labels": r.fisher_labels.name(),
         "batch_size": r.batch_size,
         "seed": r.seed,
         "fresh_heads": p.fresh_heads,
@@ -194,6 +197,10 @@ pub struct Args {
     /// Batches for the Fisher (0: none).
     #[arg(long, default_value_t = 32)]
     fisher_batches: usize,
+    /// The Fisher's targets: `data` (empirical Fisher) or `model` (sampled from the model's
+    /// own predictions, the Monte-Carlo true Fisher).
+    #[arg(long, default_value = "data", value_parser = ["data", "model"])]
+    fisher_labels: String,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     #[arg(long, default_value_t = 0)]
@@ -232,6 +239,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         objectives,
         batches: a.batches,
         fisher_batches: a.fisher_batches,
+        fisher_labels: FisherLabels::from_name(&a.fisher_labels)?,
         batch_size: a.batch_size,
         seed: a.seed,
         threads: a.threads,

@@ -15,12 +15,14 @@
 //!   experts f = [f_vision; f_text; …], with their count, Σ f and Σ f fᵀ in float64.
 //! - **Diagonal Fisher** (arXiv 2111.09832, 2310.12808): F = (1/K) Σₖ (∇θ Lₖ)² over
 //!   `fisher_batches` batches, Lₖ the run's pre-training loss (its objectives' weighted sum)
-//!   with the data's own targets: the empirical Fisher of batch gradients (as in the RegMean
-//!   and MergeLM code bases' "Fisher on batch gradients"). Deviation: not per-example
-//!   gradients and no labels sampled from the model (the contrastive objectives have no
-//!   per-example loss outside a batch), so it is scaled by the batch size B (F ≈ B·E[(∇L_B)²],
-//!   unbiased for the per-example Fisher when the mean gradient is zero, biased upward by
-//!   (B − 1)(E∇ℓ)² otherwise).
+//!   with the data's own targets (`FisherLabels::Data`: the empirical Fisher) or with targets
+//!   drawn from the model's own predictive distribution (`FisherLabels::Model`: the
+//!   Monte-Carlo true Fisher of the gradient-matching paper), from batch gradients as in the
+//!   RegMean and MergeLM code bases' "Fisher on batch gradients". Deviation: not per-example
+//!   gradients (the contrastive objectives have no per-example loss outside a batch), so it is
+//!   scaled by the batch size B (F ≈ B·E[(∇L_B)²], unbiased for the per-example Fisher when
+//!   the mean gradient is zero, biased upward by (B − 1)(E∇ℓ)² otherwise; with sampled
+//!   targets the mean gradient is zero in expectation).
 //!
 //! Batches come from the recipe's train split in the loader's order for the recipe's seed
 //! (epoch 0, then 1, …), so the same recipe gives the same statistics. No dropout.
@@ -35,7 +37,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::{Result, TrainError};
 use crate::input::{ModelBatch, decoder};
-use crate::trainer::{Prepared, Work, data_setup, work_loss};
+use crate::trainer::{Prepared, Work, data_setup, work_loss_with};
 
 /// What to collect, and on how much data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +46,43 @@ pub struct StatisticsConfig {
     pub batches: usize,
     /// Batches for the Fisher (0: none).
     pub fisher_batches: usize,
+    /// The Fisher's targets: the data's (empirical Fisher) or sampled from the model.
+    pub fisher_labels: FisherLabels,
+}
+
+/// Whose targets the Fisher's loss uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FisherLabels {
+    /// The data's: the empirical Fisher.
+    #[default]
+    Data,
+    /// Drawn from the model's own predictive distribution (classes from its softmax, MIM's
+    /// pixels from a unit Gaussian around its prediction): the Monte-Carlo true Fisher of
+    /// the gradient-matching paper (arXiv 2310.12808), one sample per target.
+    Model,
+}
+
+impl FisherLabels {
+    /// `data` or `model`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FisherLabels::Data => "data",
+            FisherLabels::Model => "model",
+        }
+    }
+
+    /// The labels called `name`.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "data" => Ok(FisherLabels::Data),
+            "model" => Ok(FisherLabels::Model),
+            other => Err(TrainError::Unknown {
+                what: "Fisher labels",
+                name: other.to_string(),
+                valid: "data, model".into(),
+            }),
+        }
+    }
 }
 
 /// Running moments of one unit: the concatenated features of `experts` (each `width` wide).
@@ -213,13 +252,18 @@ pub fn collect(p: &Prepared, cfg: &StatisticsConfig, tick: &dyn Fn()) -> Result<
         out.rows.insert(key, rows);
     }
     if cfg.fisher_batches > 0 {
-        out.fisher = fisher(p, cfg.fisher_batches, tick)?;
+        out.fisher = fisher(p, cfg.fisher_batches, cfg.fisher_labels, tick)?;
     }
     Ok(out)
 }
 
 /// B/K Σₖ (∇ Lₖ)² per parameter over the first K batches.
-fn fisher(p: &Prepared, k: usize, tick: &dyn Fn()) -> Result<BTreeMap<String, Tensor>> {
+fn fisher(
+    p: &Prepared,
+    k: usize,
+    labels: FisherLabels,
+    tick: &dyn Fn(),
+) -> Result<BTreeMap<String, Tensor>> {
     let named = p.net.named_parameters();
     let params: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
     let mut acc: Vec<Tensor> = params
@@ -228,7 +272,8 @@ fn fisher(p: &Prepared, k: usize, tick: &dyn Fn()) -> Result<BTreeMap<String, Te
         .collect();
     let seed = p.recipe.seed;
     batches(p, k, |i, b| {
-        let (loss, _) = work_loss(&p.work, &p.net, b, seed, i as u64, false)?;
+        let sampled = labels == FisherLabels::Model;
+        let (loss, _) = work_loss_with(&p.work, &p.net, b, seed, i as u64, false, sampled)?;
         let grads = Tensor::f_run_backward(&[loss], &params, false, false)?;
         for (a, g) in acc.iter_mut().zip(grads) {
             if g.defined() {

@@ -736,6 +736,20 @@ pub fn work_loss(
     step: u64,
     train: bool,
 ) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+    work_loss_with(work, net, batch, seed, step, train, false)
+}
+
+/// [`work_loss`], for pre-training optionally against targets sampled from the model's own
+/// predictive distribution (`StepCache::sampled_targets`; a Fisher with sampled labels).
+pub fn work_loss_with(
+    work: &Work,
+    net: &Net,
+    batch: &ModelBatch,
+    seed: u64,
+    step: u64,
+    train: bool,
+    sampled_targets: bool,
+) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
     match work {
         Work::Finetune { head, .. } => Ok((head.loss(net, batch, train)?, vec![])),
         Work::Pretrain {
@@ -747,6 +761,7 @@ pub fn work_loss(
             let mut cache = StepCache::new(seed, step, train);
             cache.mask_prob = *mask_prob;
             cache.mim_ratio = *mim_ratio;
+            cache.sampled_targets = sampled_targets;
             let mut total: Option<Tensor> = None;
             let mut parts = vec![];
             for (name, w, o) in objectives {

@@ -15,7 +15,7 @@ use mmerge_data::synth::{Scale, SynthConfig, generate};
 use mmerge_models::probe::{Probe, UnitKind};
 use mmerge_models::{Expert, TextBatch};
 use mmerge_train::recipe::Recipe;
-use mmerge_train::statistics::{Collected, StatisticsConfig, collect};
+use mmerge_train::statistics::{Collected, FisherLabels, StatisticsConfig, collect};
 use mmerge_train::trainer::{self, Prepared};
 use tch::{Kind, Tensor};
 
@@ -45,6 +45,7 @@ fn run(p: &Prepared) -> Collected {
     let cfg = StatisticsConfig {
         batches: BATCHES,
         fisher_batches: 2,
+        fisher_labels: FisherLabels::Data,
     };
     collect(p, &cfg, &|| {}).unwrap()
 }
@@ -194,6 +195,7 @@ fn the_fisher_is_zero_where_the_loss_does_not_reach() {
         &StatisticsConfig {
             batches: 0,
             fisher_batches: 2,
+            fisher_labels: FisherLabels::Model,
         },
         &|| {},
     )
@@ -203,4 +205,46 @@ fn the_fisher_is_zero_where_the_loss_does_not_reach() {
     assert_eq!(sum("encoder.layers.1.ffn.vl.fc1.weight"), 0.0);
     assert!(sum("encoder.layers.1.ffn.vision.fc1.weight") > 0.0);
     assert!(sum("encoder.layers.0.attn.text.q.weight") > 0.0);
+}
+
+#[test]
+fn sampled_targets_follow_the_model_and_data_targets_the_data() {
+    use mmerge_train::objectives::StepCache;
+    let mut cache = StepCache::new(7, 3, false);
+    // 4000 rows of p = (0.2, 0.3, 0.5): labels drawn from p give a mean −log p(y) of the
+    // entropy H(p) = 1.0297 nats.
+    let p = Tensor::from_slice(&[0.2f32, 0.3, 0.5]).log();
+    let logits = p.unsqueeze(0).expand([4000, 3], false).contiguous();
+    let target = Tensor::zeros([4000], (Kind::Int64, tch::Device::Cpu));
+    let data = cache.cross_entropy(&logits, &target, "t").double_value(&[]);
+    assert!((data - 0.2f64.ln().abs()).abs() < 1e-6, "data CE {data}");
+    cache.sampled_targets = true;
+    let sampled = cache.cross_entropy(&logits, &target, "t").double_value(&[]);
+    let entropy = -(0.2f64 * 0.2f64.ln() + 0.3 * 0.3f64.ln() + 0.5 * 0.5f64.ln());
+    assert!(
+        (sampled - entropy).abs() < 0.03,
+        "sampled CE {sampled} vs H = {entropy}"
+    );
+    // Deterministic in (seed, step, salt); another salt draws other labels.
+    let again = cache.cross_entropy(&logits, &target, "t").double_value(&[]);
+    assert_eq!(sampled, again);
+    let other = cache.cross_entropy(&logits, &target, "u").double_value(&[]);
+    assert_ne!(sampled, other);
+    // A confident model samples its own answer: the loss is ~0 whatever the data says.
+    let sure = Tensor::from_slice(&[-30.0f32, 30.0, -30.0])
+        .unsqueeze(0)
+        .expand([100, 3], false)
+        .contiguous();
+    let t = Tensor::zeros([100], (Kind::Int64, tch::Device::Cpu));
+    assert!(cache.cross_entropy(&sure, &t, "t").double_value(&[]) < 1e-6);
+    // Standard normal noise for regression targets: mean ≈ 0, variance ≈ 1.
+    let z = cache.normal(&[20000], "mim", tch::Device::Cpu);
+    let (m, v) = (
+        z.mean(Kind::Double).double_value(&[]),
+        z.var(true).double_value(&[]),
+    );
+    assert!(
+        m.abs() < 0.03 && (v - 1.0).abs() < 0.05,
+        "mean {m}, variance {v}"
+    );
 }

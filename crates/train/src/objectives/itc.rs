@@ -38,6 +38,16 @@ impl Objective for Itc {
     fn loss(&self, net: &Net, batch: &ModelBatch, cache: &StepCache) -> Result<Tensor> {
         let image = cache.image(net, batch)?.select(1, 0);
         let text = cache.text(net, batch)?.select(1, 0);
-        Ok(net.itc()?.loss(&text, &image))
+        let head = net.itc()?;
+        if !cache.sampled_targets {
+            return Ok(head.loss(&text, &image));
+        }
+        // The same two cross-entropies with each row's and column's match drawn from the
+        // model's softmax (a Fisher with sampled labels).
+        let logits = head.logits(&text, &image);
+        let diag = Tensor::arange(logits.size()[0], (tch::Kind::Int64, logits.device()));
+        Ok((cache.cross_entropy(&logits, &diag, "itc-t2i")
+            + cache.cross_entropy(&logits.transpose(0, 1), &diag, "itc-i2t"))
+            / 2.0)
     }
 }

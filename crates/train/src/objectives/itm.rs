@@ -114,6 +114,12 @@ impl Objective for Itm {
                 cache.train,
             )?
         };
+        if cache.sampled_targets {
+            // Matched or not drawn from the classifier's softmax (a Fisher with sampled
+            // labels); the data's labels are not read.
+            let unread = logits.zeros_like().select(1, 0).to_kind(tch::Kind::Int64);
+            return Ok(cache.cross_entropy(&logits, &unread, "itm"));
+        }
         Ok(itm_loss(&logits)?)
     }
 }

@@ -98,6 +98,13 @@ impl Objective for Mim {
         let h = net
             .encoder
             .encode_image(&mask_patches(pixels, &mask, cfg.patch_size), cache.train)?;
+        if cache.sampled_targets {
+            // Targets drawn from a unit-variance Gaussian around the prediction (a Fisher
+            // with sampled labels for a squared-error loss).
+            let pred = self.head.forward(&h).detach();
+            let noise = cache.normal(&pred.size(), "mim", pred.device());
+            return Ok(self.head.loss_against(&h, &(pred + noise), &mask));
+        }
         Ok(self.head.loss(&h, pixels, &mask))
     }
 }

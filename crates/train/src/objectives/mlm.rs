@@ -74,18 +74,34 @@ impl Objective for Mlm {
                 .encode_image_text(batch.image()?, &masked, 1, cache.train)?;
             h.narrow(1, 0, t)
         };
-        mlm_loss(net, &h, labels)
+        mlm_loss(net, &h, labels, cache, "mlm")
     }
 }
 
 /// The MLM head's cross-entropy on the text positions `h` [B, T, D] against `labels`; 0
 /// (still connected to the head) when no position is labelled (every text without a word).
-pub(crate) fn mlm_loss(net: &Net, h: &Tensor, labels: &Tensor) -> Result<Tensor> {
+/// With sampled targets (`cache.sampled_targets`), each masked position's token is drawn
+/// from the head's softmax (`salt` names the objective's stream).
+pub(crate) fn mlm_loss(
+    net: &Net,
+    h: &Tensor,
+    labels: &Tensor,
+    cache: &StepCache,
+    salt: &str,
+) -> Result<Tensor> {
     let head = net.mlm()?;
     if labels.ge(0).any().int64_value(&[]) == 0 {
         return Ok(head.forward(h).sum(Kind::Float) * 0.0);
     }
-    Ok(head.loss(h, labels))
+    if !cache.sampled_targets {
+        return Ok(head.loss(h, labels));
+    }
+    let logits = head.forward(h);
+    let v = logits.size()[2];
+    let at = labels.reshape([-1]).ge(0).nonzero().squeeze_dim(1);
+    let rows = logits.reshape([-1, v]).index_select(0, &at);
+    let targets = labels.reshape([-1]).index_select(0, &at);
+    Ok(cache.cross_entropy(&rows, &targets, salt))
 }
 
 /// BERT masking of a batch's tokens (see [`mask_tokens`]) as tensors [B, T] on the text's

@@ -20,7 +20,8 @@
 
 use std::cell::OnceCell;
 
-use tch::Tensor;
+use mmerge_core::hash::{GOLDEN_GAMMA, SplitMix64, fnv1a, splitmix64, unit_f64};
+use tch::{Kind, Tensor};
 
 use crate::error::{Result, TrainError};
 use crate::input::ModelBatch;
@@ -95,6 +96,10 @@ pub struct StepCache {
     pub mask_prob: f64,
     /// The share of patches MIM masks, in (0, 1).
     pub mim_ratio: f64,
+    /// Targets drawn from the model's own predictive distribution instead of the data's (a
+    /// Fisher "with labels sampled from the model", arXiv 2310.12808): see
+    /// [`StepCache::cross_entropy`] and MIM's Gaussian targets.
+    pub sampled_targets: bool,
     image: OnceCell<Tensor>,
     text: OnceCell<Tensor>,
     image_lower: OnceCell<Tensor>,
@@ -110,6 +115,7 @@ impl StepCache {
             train,
             mask_prob: DEFAULT_MASK_PROB,
             mim_ratio: DEFAULT_MIM_RATIO,
+            sampled_targets: false,
             image: OnceCell::new(),
             text: OnceCell::new(),
             image_lower: OnceCell::new(),
@@ -202,5 +208,51 @@ impl StepCache {
                 .encode_text(&batch.text()?.batch(), self.train)?
         };
         Ok(self.text.get_or_init(|| t))
+    }
+
+    /// A SplitMix64 stream of (seed, step, `salt`) for sampled targets.
+    fn sample_stream(&self, salt: &str) -> SplitMix64 {
+        let s = self.seed ^ fnv1a(salt.as_bytes()) ^ self.step.wrapping_mul(GOLDEN_GAMMA);
+        SplitMix64::new(splitmix64(s))
+    }
+
+    /// Mean cross-entropy of `logits` [N, C] against `target` [N], the data's labels; with
+    /// `sampled_targets`, against labels drawn from the model's own softmax (detached), by
+    /// inverse CDF with one uniform per row from a SplitMix64 stream of (seed, step, `salt`).
+    pub fn cross_entropy(&self, logits: &Tensor, target: &Tensor, salt: &str) -> Tensor {
+        if !self.sampled_targets {
+            return logits.cross_entropy_for_logits(target);
+        }
+        let n = logits.size()[0];
+        let mut rng = self.sample_stream(salt);
+        let u: Vec<f32> = (0..n).map(|_| unit_f64(rng.next_u64()) as f32).collect();
+        let u = Tensor::from_slice(&u)
+            .to_device(logits.device())
+            .unsqueeze(1);
+        let cdf = logits
+            .detach()
+            .softmax(-1, Kind::Float)
+            .cumsum(-1, Kind::Float);
+        let classes = logits.size()[1];
+        let sampled = cdf
+            .lt_tensor(&u)
+            .sum_dim_intlist(1, false, Kind::Int64)
+            .clamp_max(classes - 1);
+        logits.cross_entropy_for_logits(&sampled)
+    }
+
+    /// Standard normal noise of `shape` (Box–Muller on the stream of (seed, step, `salt`)), for
+    /// regression targets sampled from a unit-variance Gaussian around the prediction.
+    pub fn normal(&self, shape: &[i64], salt: &str, device: tch::Device) -> Tensor {
+        let n: i64 = shape.iter().product();
+        let mut rng = self.sample_stream(salt);
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                let u1 = unit_f64(rng.next_u64()).max(f64::MIN_POSITIVE);
+                let u2 = unit_f64(rng.next_u64());
+                ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+            })
+            .collect();
+        Tensor::from_slice(&v).view(shape).to_device(device)
     }
 }

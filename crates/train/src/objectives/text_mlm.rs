@@ -47,6 +47,6 @@ impl Objective for TextMlm {
             },
             cache.train,
         )?;
-        mlm_loss(net, &h, labels)
+        mlm_loss(net, &h, labels, cache, "text_mlm")
     }
 }
