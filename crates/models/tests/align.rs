@@ -160,7 +160,11 @@ fn alignment_preserves_the_function_of_every_sharing_variant() {
         let stats_dir = dir.join("statistics");
         write_joint_stats(&stats_dir, &stats).unwrap();
         let reference = outputs(&m_a, &cfg);
-        for (name, lambda) in [("weight_matching", None), ("mudsc_align", Some(0.5))] {
+        for (name, lambda) in [
+            ("weight_matching", None),
+            ("activation_matching", None),
+            ("mudsc_align", Some(0.5)),
+        ] {
             let out = dir.join(name);
             let (m, o) = method(name, lambda);
             let s = align_experts(
