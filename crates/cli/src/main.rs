@@ -232,19 +232,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Encode(args) => return torch::hand_off("encode", args),
         Command::Data { command } => data::run(command)?,
         Command::Methods => {
+            let width = mmerge_merge::MethodKind::NAMES
+                .iter()
+                .map(|n| n.len())
+                .max()
+                .unwrap_or(0);
             for &k in mmerge_merge::MethodKind::ALL {
                 let name = k.name();
                 let params: Vec<&str> = k.params().iter().map(|p| p.name).collect();
+                let base = if k.needs_base() {
+                    "required"
+                } else {
+                    "optional"
+                };
+                let reads = match k.statistics().folder() {
+                    Some(f) => format!("  reads: {f}/ statistics (`mmerge statistics`)"),
+                    None => String::new(),
+                };
                 println!(
-                    "{name:<16} base_model: {:<9} parameters: {}",
-                    if k.needs_base() {
-                        "required"
-                    } else {
-                        "optional"
-                    },
+                    "{name:<width$} base_model: {base:<9} parameters: {}{reads}",
                     params.join(", ")
                 );
             }
+            println!(
+                "alignment before a merge (`mmerge align`, `align:`): {}",
+                mmerge_merge::align::AlignMethod::NAMES.join(", ")
+            );
         }
         Command::Doctor(args) => return torch::hand_off("doctor", args),
         Command::Train(args) => return torch::hand_off("train", args),
