@@ -238,7 +238,13 @@ fn intro(study: &Study) -> Vec<String> {
             })
             .collect(),
     );
-    let arms = join(study.arms.iter().map(data::arm_label).collect());
+    // Arm labels contain commas: `;` between arms.
+    let arms = study
+        .arms
+        .iter()
+        .map(data::arm_label)
+        .collect::<Vec<_>>()
+        .join("; ");
     let distances = if study.distances.is_empty() {
         "none".to_string()
     } else {
