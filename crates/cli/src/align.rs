@@ -6,11 +6,12 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use mmerge_merge::align::{AlignMethod, align_checkpoints, align_experts};
+use mmerge_merge::align::{AlignMethod, Solver, align_checkpoints, align_experts, zip_checkpoints};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// `A B OUT` (B permuted into A's basis), or `OUT` with --experts.
+    /// `A B OUT` (B permuted into A's basis; a zip writes both transformed, OUT/a and OUT/b),
+    /// or `OUT` with --experts.
     #[arg(value_name = "PATHS", required = true, num_args = 1..=3)]
     paths: Vec<PathBuf>,
     /// The alignment method.
@@ -32,8 +33,9 @@ pub struct Args {
     /// first is zipped, the others aligned and moved along).
     #[arg(long = "other", value_name = "EXPERT", requires = "experts")]
     others: Vec<String>,
-    /// With --experts and λ < 1: the statistics folder of MULTIWAY (with activations/).
-    #[arg(long, requires = "experts")]
+    /// With λ < 1: the statistics folder with activations/ (of MULTIWAY with --experts; of the
+    /// pair A, B from `mmerge statistics A DIR --suite S --pair B` otherwise).
+    #[arg(long)]
     statistics: Option<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]
@@ -71,7 +73,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             )?
         }
         (Some(_), paths) => bail!("with --experts give only OUT, not {} paths", paths.len()),
-        (None, [ma, mb, out]) => align_checkpoints(ma, mb, out, a.force, method, &opts)?,
+        (None, [ma, mb, out]) if matches!(opts.solver, Solver::Zip { .. }) => zip_checkpoints(
+            ma,
+            mb,
+            &out.join("a"),
+            &out.join("b"),
+            a.force,
+            method,
+            &opts,
+            a.statistics.as_deref(),
+        )?,
+        (None, [ma, mb, out]) => {
+            align_checkpoints(ma, mb, out, a.force, method, &opts, a.statistics.as_deref())?
+        }
         (None, paths) => bail!(
             "give A B OUT (or --experts MULTIWAY ... OUT), not {} path{}",
             paths.len(),

@@ -116,7 +116,7 @@ fn align_runs_both_modes_and_names_bad_flags() {
     fails(&["--method", "weight_matching", m, x], "give A B OUT");
     fails(
         &["--method", "zipit", m, m, x],
-        "zip needs both models transformed",
+        "needs the two models' joint activation statistics",
     );
     fails(
         &[

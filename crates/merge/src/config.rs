@@ -58,6 +58,10 @@ pub struct AlignConfig {
     /// Seed of the unit order of the coordinate ascent.
     #[serde(default)]
     pub seed: u64,
+    /// For activation-based methods (λ < 1): the folder with the two models' joint activation
+    /// statistics (`mmerge statistics A OUT --suite S --pair B`).
+    #[serde(default)]
+    pub statistics: Option<String>,
 }
 
 /// The config as YAML spells it, before [`MergeConfig::from_yaml`] types and checks it.
@@ -273,22 +277,35 @@ impl MergeConfig {
         cfg.check_statistics(text, path)?;
         if let Some(a) = &cfg.align {
             let line = at(&[Key("align"), Key("method")]);
-            let options = crate::align::AlignMethod::from_name(&a.method)
-                .and_then(|m| m.options(a.lambda).map(|o| (m, o)));
-            match options {
-                Err(e) => return Err(err(line, e.to_string())),
-                Ok((m, o))
-                    if o.lambda < 1.0 || !matches!(o.solver, crate::align::Solver::Align) =>
-                {
-                    return Err(err(
-                        line,
-                        format!(
-                            "align method `{}`: a merge config aligns whole models by their weights only; use weight_matching (activation-based and zip methods align the experts of one checkpoint: `mmerge align --experts`)",
-                            m.name()
-                        ),
-                    ));
-                }
-                Ok(_) => {}
+            let (m, o) = crate::align::AlignMethod::from_name(&a.method)
+                .and_then(|m| m.options(a.lambda).map(|o| (m, o)))
+                .map_err(|e| err(line, e.to_string()))?;
+            let pairwise = o.lambda < 1.0 || !matches!(o.solver, crate::align::Solver::Align);
+            let others = cfg
+                .model_refs()
+                .len()
+                .saturating_sub(if cfg.base_model.is_some() { 1 } else { 0 });
+            if pairwise && !(others == 2 || (cfg.base_model.is_some() && others == 1)) {
+                return Err(err(
+                    line,
+                    format!(
+                        "align method `{}` aligns (or zips) one pair of models on their joint \
+                         activations: give exactly two models (or one and `base_model`)",
+                        m.name()
+                    ),
+                ));
+            }
+            if o.lambda < 1.0 && a.statistics.is_none() {
+                return Err(err(
+                    line,
+                    format!(
+                        "align method `{}` (λ = {}) reads the two models' joint activations: \
+                         add `statistics: DIR` (made by `mmerge statistics A DIR --suite SUITE \
+                         --pair B`)",
+                        m.name(),
+                        o.lambda
+                    ),
+                ));
             }
             if cfg.slices.is_some() {
                 return Err(err(

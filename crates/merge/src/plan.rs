@@ -113,10 +113,33 @@ fn align_models(
         .base_model
         .clone()
         .unwrap_or_else(|| entries[0].model.clone());
-    for (i, r) in refs.iter().enumerate() {
-        if *r == reference || Some(*r) == cfg.base_model.as_deref() {
-            continue;
-        }
+    let statistics = a.statistics.as_deref().map(Path::new);
+    let others: Vec<&str> = refs
+        .iter()
+        .copied()
+        .filter(|r| *r != reference && Some(*r) != cfg.base_model.as_deref())
+        .collect();
+    if !matches!(opts.solver, crate::align::Solver::Align) {
+        // Zip: the reference and the one other model both move into the merged space.
+        let [other] = others.as_slice() else {
+            return Ok(paths);
+        };
+        let (out_a, out_b) = (scratch.join("reference"), scratch.join("other"));
+        crate::align::io::zip_checkpoints(
+            &model_path(&reference),
+            &model_path(other),
+            &out_a,
+            &out_b,
+            true,
+            method,
+            &opts,
+            statistics,
+        )?;
+        paths.insert(reference, out_a);
+        paths.insert(other.to_string(), out_b);
+        return Ok(paths);
+    }
+    for (i, r) in others.iter().enumerate() {
         let out = scratch.join(format!("model-{i}"));
         crate::align::io::align_checkpoints(
             &model_path(&reference),
@@ -125,6 +148,7 @@ fn align_models(
             true,
             method,
             &opts,
+            statistics,
         )?;
         paths.insert(r.to_string(), out);
     }

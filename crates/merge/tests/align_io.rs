@@ -193,6 +193,7 @@ fn model_mode_undoes_planted_head_consistent_permutations() {
         false,
         m,
         &o,
+        None,
     )
     .unwrap();
     assert_eq!(s.units, units.len());
@@ -244,12 +245,7 @@ fn model_mode_undoes_planted_head_consistent_permutations() {
     assert!(d < 1e-6, "aligned merge differs from A by {d}");
     let plain = merge("").unwrap();
     assert!(max_diff(&plain, &a) > 0.1);
-    // Only weight matching aligns whole models; the error names the line.
-    let e = merge("align: {method: zipit}\n").unwrap_err().to_string();
-    assert!(
-        e.contains("merge.yml:7") && e.contains("weight_matching"),
-        "{e}"
-    );
+    // Unknown methods are named with the valid ones.
     let e = merge("align: {method: matching}\n")
         .unwrap_err()
         .to_string();
@@ -379,25 +375,22 @@ fn refusals_name_their_cause() {
     let out = tmp.path().join("out");
     let model = |name: &str, lambda| {
         let (m, o) = method(name, lambda);
-        align_checkpoints(&a, &a, &out, false, m, &o)
+        align_checkpoints(&a, &a, &out, false, m, &o, None)
             .unwrap_err()
             .to_string()
     };
     let e = model("zipit", None);
     assert!(
-        e.contains("`zipit`: zip needs both models transformed; use expert mode"),
+        e.contains("`zipit`: zip transforms both models; use `zip_checkpoints`"),
         "{e}"
     );
     let e = model("mudsc_align", Some(0.5));
-    assert!(
-        e.contains("λ = 0.5 < 1") && e.contains("not collected yet"),
-        "{e}"
-    );
+    assert!(e.contains("λ = 0.5 < 1") && e.contains("--pair B"), "{e}");
 
     let nohead = tmp.path().join("nohead");
     save(&nohead, &w, "{\"hidden_size\": 8}");
     let (m, o) = method("weight_matching", None);
-    let e = align_checkpoints(&nohead, &nohead, &out, false, m, &o)
+    let e = align_checkpoints(&nohead, &nohead, &out, false, m, &o, None)
         .unwrap_err()
         .to_string();
     assert!(
@@ -436,4 +429,63 @@ fn refusals_name_their_cause() {
     assert!(e.to_string().contains("already exists"), "{e}");
     align_experts(&a, &out, true, "vision", &["text"], m, &o, None).unwrap();
     assert!(Checkpoint::open(&out).is_ok());
+}
+
+#[test]
+fn a_merge_config_zips_or_aligns_a_pair_on_joint_activations() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let keys = keys();
+    let a = random_weights(&keys, 5);
+    save(&d.join("a"), &a, CONFIG);
+    save(&d.join("b"), &a, CONFIG);
+    // Joint statistics of two identical models: every unit's features equal on both sides.
+    let units = model_units(&keys, HEADS).unwrap();
+    let mut rng = SplitMix64::new(9);
+    let stats: BTreeMap<String, JointStats> = units
+        .iter()
+        .map(|u| {
+            let mut js = JointStats::new(u.width);
+            for _ in 0..64 {
+                let f: Vec<f64> = (0..u.width)
+                    .map(|_| f64::from(rng.signed_unit_f32()))
+                    .collect();
+                js.push(&f, &f).unwrap();
+            }
+            (u.name.clone(), js)
+        })
+        .collect();
+    write_joint_stats(&d.join("stats"), &stats).unwrap();
+    let merge = |align: &str| {
+        let yaml = format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\n{align}",
+            d.join("a").display(),
+            d.join("b").display()
+        );
+        let path = d.join("merge.yml");
+        std::fs::write(&path, &yaml).unwrap();
+        let cfg = mmerge_merge::MergeConfig::from_yaml(&yaml, &path)?;
+        let plan = mmerge_merge::MergePlan::new(&cfg, &path, 0)?;
+        let mut opts = mmerge_merge::MergeOptions::new(d.join("merged"));
+        opts.force = true;
+        mmerge_merge::run(&plan, &yaml, &opts, &indicatif::ProgressBar::hidden())?;
+        Ok::<_, mmerge_merge::MergeError>(load(&d.join("merged")))
+    };
+    let stats_dir = d.join("stats");
+    // Zipping two identical models pairs every feature with its twin: the merge is the model.
+    for method in ["zipit", "mudsc_zip", "activation_matching", "mudsc_align"] {
+        let out = merge(&format!(
+            "align: {{method: {method}, statistics: {}}}\n",
+            stats_dir.display()
+        ))
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let diff = max_diff(&out, &a);
+        assert!(
+            diff < 1e-5,
+            "{method}: merge of aligned twins differs by {diff}"
+        );
+    }
+    // λ < 1 without statistics is named, with the command that makes them.
+    let e = merge("align: {method: zipit}\n").unwrap_err().to_string();
+    assert!(e.contains("merge.yml:7") && e.contains("--pair B"), "{e}");
 }

@@ -229,7 +229,7 @@ impl Block {
             probe.linear_input(&key(Part::Attn, ea, linear), &a_rows);
         }
         probe.linear_input(&key(Part::Attn, ea, "out"), &rows(&mixed));
-        if self.attn.len() > 1 {
+        {
             let part = format!("{}.{}", self.prefix, Part::Attn.name());
             let all = |f: &dyn Fn(&Attention) -> Tensor| -> Vec<(Expert, Tensor)> {
                 self.attn.iter().map(|(ex, a)| (*ex, rows(&f(a)))).collect()
@@ -260,7 +260,7 @@ impl Block {
         let f_rows = rows(&f_in);
         probe.linear_input(&key(Part::Ffn, ef, "fc1"), &f_rows);
         probe.linear_input(&key(Part::Ffn, ef, "fc2"), &rows(&hidden));
-        if self.ffn.len() > 1 {
+        {
             let part = format!("{}.{}", self.prefix, Part::Ffn.name());
             let all: Vec<(Expert, Tensor)> = self
                 .ffn

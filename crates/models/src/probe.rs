@@ -1,7 +1,8 @@
 //! What a forward pass of the multiway transformer reports to a statistics collector
 //! (`mmerge_train::statistics`): the inputs of every linear layer that ran (RegMean's Gram
-//! matrices) and, for every expert-specific part, the matching units' features of *every*
-//! stored expert on the same tokens (the activation similarity of permutation alignment).
+//! matrices) and, for every attention and FFN part, the matching units' features of *every*
+//! stored expert of that part on the same tokens (the activation similarity of permutation
+//! alignment: between experts of one model, or between two models run on the same batch).
 //!
 //! A probe is attached with [`crate::MultiwayTransformer::set_probe`]; without one a forward
 //! pass computes nothing extra. Padded text tokens are left out of every report (a padded

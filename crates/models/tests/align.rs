@@ -100,7 +100,7 @@ fn alignment_preserves_the_function_of_every_sharing_variant() {
         // (a) Model mode: B permuted into A's basis computes B's outputs, residual permuted.
         let out = dir.join("model");
         let (m, o) = method("weight_matching", None);
-        let s = align_checkpoints(&a_dir, &b_dir, &out, false, m, &o).unwrap();
+        let s = align_checkpoints(&a_dir, &b_dir, &out, false, m, &o, None).unwrap();
         let Transform::Perm(residual) = &s.transforms["residual"] else {
             panic!("residual unit")
         };

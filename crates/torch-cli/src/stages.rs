@@ -109,6 +109,7 @@ pub fn execute(
             let number = |k: &str| c[k].as_u64().with_context(|| format!("statistics: `{k}`"));
             let request = crate::statistics::Request {
                 model: model_dir(&inputs[1]),
+                pair: None,
                 suite,
                 objectives,
                 batches: number("batches")? as usize,

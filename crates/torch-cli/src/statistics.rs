@@ -10,6 +10,10 @@
 //!   the same tokens (activation matching, ZipIt, MuDSC in `mmerge align --experts`);
 //! - `statistics.json`: what was collected, from which model, on how much data.
 //!
+//! With `--pair OTHER` it writes only `activations/` for two-checkpoint alignment: the joint
+//! moments of MODEL's and OTHER's units (the residual stream's final hidden states, every
+//! attention and FFN unit) on the same batches, under `model_units`' names.
+//!
 //! The experiment runner's `statistics` stage calls [`write`] into its stage folder.
 
 use std::collections::BTreeMap;
@@ -29,6 +33,9 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone)]
 pub struct Request {
     pub model: PathBuf,
+    /// A second model of the same architecture: collect the two models' joint unit moments
+    /// on the same batches instead (model-mode alignment), nothing else.
+    pub pair: Option<PathBuf>,
     pub suite: PathBuf,
     /// Objective name → weight of the Fisher's loss (and the pairs' source).
     pub objectives: BTreeMap<String, f64>,
@@ -67,6 +74,38 @@ pub fn write(r: &Request, out: &Path, tick: &dyn Fn()) -> anyhow::Result<serde_j
     }))
     .context("building the statistics recipe")?;
     let p = trainer::prepare(&recipe)?;
+    if let Some(other) = &r.pair {
+        let mut rb = recipe.clone();
+        rb.model.init = mmerge_train::net::Init::Checkpoint(other.clone());
+        let pb = trainer::prepare(&rb)?;
+        let t0 = std::time::Instant::now();
+        let moments = mmerge_train::statistics::collect_pair(&p, &pb, r.batches, tick)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let mut units = BTreeMap::new();
+        for (name, m) in moments {
+            let mut js = JointStats::new(m.width);
+            js.count = m.count;
+            js.sum = f64_values(&m.sum)?;
+            js.outer = f64_values(&m.outer)?;
+            units.insert(name, js);
+        }
+        mmerge_merge::align::io::write_joint_stats(out, &units)?;
+        let info = json!({
+            "model": r.model,
+            "pair": other,
+            "suite": r.suite,
+            "batches": r.batches,
+            "batch_size": r.batch_size,
+            "seed": r.seed,
+            "seconds": seconds,
+            "written": {"activations": units.len()},
+        });
+        mmerge_core::atomic::write_atomic(
+            &out.join("statistics.json"),
+            &mmerge_core::json::to_pretty(&info)?,
+        )?;
+        return Ok(info);
+    }
     let cfg = StatisticsConfig {
         batches: r.batches,
         fisher_batches: r.fisher_batches,
@@ -188,6 +227,10 @@ pub struct Args {
     /// The task suite whose pre-training pairs run through the model.
     #[arg(long)]
     suite: PathBuf,
+    /// A second model of MODEL's architecture: write only the two models' joint activation
+    /// moments on the same batches (for `mmerge align MODEL OTHER OUT --statistics OUT`).
+    #[arg(long, value_name = "OTHER")]
+    pair: Option<PathBuf>,
     /// Objectives of the Fisher's loss, NAME=WEIGHT (default itc=1, itm=1, mlm=1).
     #[arg(long = "objective", value_name = "NAME=WEIGHT")]
     objectives: Vec<String>,
@@ -235,6 +278,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e} (pass --force to replace it)"))?;
     let request = Request {
         model: a.model,
+        pair: a.pair,
         suite: a.suite,
         objectives,
         batches: a.batches,

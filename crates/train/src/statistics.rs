@@ -290,3 +290,129 @@ fn fisher(
         .map(|((name, _), a)| (name, (a * scale).to_kind(Kind::Float)))
         .collect())
 }
+
+/// Joint moments of one unit of two models on the same tokens: f = [f_A; f_B], each `width`
+/// wide, float64 (the activation statistics of two-checkpoint alignment).
+#[derive(Debug)]
+pub struct PairMoments {
+    pub width: usize,
+    pub count: f64,
+    /// Σ f [2·width].
+    pub sum: Tensor,
+    /// Σ f fᵀ [2·width, 2·width].
+    pub outer: Tensor,
+}
+
+/// Records every unit's features, in report order.
+struct Record(Arc<Mutex<Vec<(String, Tensor)>>>);
+
+impl Probe for Record {
+    fn linear_input(&mut self, _: &str, _: &Tensor) {}
+
+    fn unit_features(&mut self, part: &str, kind: UnitKind, features: &[(Expert, Tensor)]) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (e, t) in features {
+            v.push((
+                format!("{part}.{}.{}", e.name(), kind.name()),
+                t.shallow_clone(),
+            ));
+        }
+    }
+}
+
+/// The real rows of `h` [B, T, D] where `mask` [B, T] is non-zero (all rows without one).
+fn rows(h: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    let d = h.size()[2];
+    let flat = h.reshape([-1, d]);
+    match mask {
+        None => flat,
+        Some(m) => flat.index_select(0, &m.reshape([-1]).ne(0).nonzero().squeeze_dim(1)),
+    }
+}
+
+/// Every unit's features of `p`'s model on batch `b` (image-only, text-only and fused
+/// passes), and its final hidden states' real rows as the unit `residual`.
+fn features(p: &Prepared, b: &ModelBatch) -> Result<Vec<(String, Tensor)>> {
+    let enc = &p.net.encoder;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    enc.set_probe(Some(Box::new(Record(Arc::clone(&seen)))));
+    let run = (|| -> Result<Tensor> {
+        let (pixels, text) = (b.image()?, b.text()?);
+        let image = enc.encode_image(pixels, false)?;
+        let words = enc.encode_text(&text.batch(), false)?;
+        let (fused, mask) = enc.encode_image_text(pixels, &text.batch(), 1, false)?;
+        Ok(Tensor::cat(
+            &[
+                rows(&image, None),
+                rows(&words, Some(&text.mask)),
+                rows(&fused, Some(&mask)),
+            ],
+            0,
+        ))
+    })();
+    enc.set_probe(None);
+    let residual = run?;
+    let mut out = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    out.push(("residual".into(), residual));
+    Ok(out)
+}
+
+/// The joint moments of every unit of two models of one architecture (`a` and `b`, prepared
+/// from the same recipe but their init) over `n` batches of `a`'s recipe, both models seeing
+/// the same batches; unit names as `mmerge_merge::align::model_units` gives them (`residual`,
+/// `encoder.layers.{i}.attn.{expert}.qk` / `.vo`, `encoder.layers.{i}.ffn.{expert}.mlp`).
+pub fn collect_pair(
+    a: &Prepared,
+    b: &Prepared,
+    n: usize,
+    tick: &dyn Fn(),
+) -> Result<BTreeMap<String, PairMoments>> {
+    let _guard = tch::no_grad_guard();
+    let mut out: BTreeMap<String, PairMoments> = BTreeMap::new();
+    batches(a, n, |_, batch| {
+        let (fa, fb) = (features(a, batch)?, features(b, batch)?);
+        if fa.len() != fb.len() {
+            return Err(TrainError::Invalid(format!(
+                "the two models report {} and {} units: not one architecture",
+                fa.len(),
+                fb.len()
+            )));
+        }
+        for ((name, x), (name_b, y)) in fa.into_iter().zip(fb) {
+            if name != name_b || x.size() != y.size() {
+                return Err(TrainError::Invalid(format!(
+                    "unit `{name}` ({:?}) of the first model meets `{name_b}` ({:?}) of the \
+                     second: not one architecture",
+                    x.size(),
+                    y.size()
+                )));
+            }
+            let f = Tensor::cat(&[x, y], 1).to_kind(Kind::Double);
+            let sum = f.sum_dim_intlist(0, false, Kind::Double);
+            let outer = f.transpose(0, 1).mm(&f);
+            let rows = f.size()[0] as f64;
+            match out.get_mut(&name) {
+                Some(m) => {
+                    m.count += rows;
+                    m.sum += sum;
+                    m.outer += outer;
+                }
+                None => {
+                    let width = (f.size()[1] / 2) as usize;
+                    out.insert(
+                        name,
+                        PairMoments {
+                            width,
+                            count: rows,
+                            sum,
+                            outer,
+                        },
+                    );
+                }
+            }
+        }
+        tick();
+        Ok(())
+    })?;
+    Ok(out)
+}

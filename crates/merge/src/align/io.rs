@@ -3,9 +3,9 @@
 //!
 //! - Model mode ([`align_checkpoints`]): checkpoint B is permuted into checkpoint A's basis on
 //!   [`model_units`] (heads: `num_attention_heads` of `config.json`), so that A and the output
-//!   merge coordinate-wise. Align methods with λ = 1 only: the activation statistics of two
-//!   different models on the same inputs are not collected yet, and a zip would have to write
-//!   both models transformed.
+//!   merge coordinate-wise; with λ < 1 the two models' joint activation statistics on the same
+//!   batches (`mmerge statistics A OUT --pair B`) are read from a statistics folder. A zip
+//!   ([`zip_checkpoints`]) writes both models transformed into the merged space.
 //! - Expert mode ([`align_experts`]): inside one multiway checkpoint, each other expert is
 //!   aligned to the reference expert on [`expert_units`] (activations from the statistics
 //!   folder when λ < 1). Align: the other experts' tensors are permuted, all else is copied,
@@ -174,7 +174,9 @@ pub fn write_joint_stats(dir: &Path, stats: &BTreeMap<String, JointStats>) -> Re
 }
 
 /// Model mode (see the module doc): writes checkpoint `b` permuted into `a`'s basis to `out`
-/// (refused if it exists, unless `force`).
+/// (refused if it exists, unless `force`). `statistics`: a folder whose `activations/` holds
+/// the two models' joint unit moments (`mmerge statistics A OUT --pair B`), needed when
+/// λ < 1. Zip methods transform both models: see [`zip_checkpoints`].
 pub fn align_checkpoints(
     a: &Path,
     b: &Path,
@@ -182,28 +184,57 @@ pub fn align_checkpoints(
     force: bool,
     method: AlignMethod,
     opts: &Options,
+    statistics: Option<&Path>,
+) -> Result<AlignSummary> {
+    if is_zip(opts) {
+        return Err(AlignError::Mode {
+            method: method.name(),
+            message: "zip transforms both models; use `zip_checkpoints` (a merge config's \
+                      `align:` does) or an align method (weight_matching, activation_matching, \
+                      mudsc_align)"
+                .into(),
+        }
+        .into());
+    }
+    pair(a, b, [None, Some(out)], force, method, opts, statistics)
+}
+
+/// Model mode with a zip method: both `a` and `b` transformed into the merged space, written
+/// to `out_a` and `out_b`; averaging the two is ZipIt's (MuDSC-Zip's) merge.
+#[allow(clippy::too_many_arguments)]
+pub fn zip_checkpoints(
+    a: &Path,
+    b: &Path,
+    out_a: &Path,
+    out_b: &Path,
+    force: bool,
+    method: AlignMethod,
+    opts: &Options,
+    statistics: Option<&Path>,
+) -> Result<AlignSummary> {
+    pair(
+        a,
+        b,
+        [Some(out_a), Some(out_b)],
+        force,
+        method,
+        opts,
+        statistics,
+    )
+}
+
+/// Aligns (or zips) `b` to `a` and writes the sides given in `outs` ([A, B]).
+fn pair(
+    a: &Path,
+    b: &Path,
+    outs: [Option<&Path>; 2],
+    force: bool,
+    method: AlignMethod,
+    opts: &Options,
+    statistics: Option<&Path>,
 ) -> Result<AlignSummary> {
     let start = Instant::now();
     check_method(method, opts)?;
-    let mode = |message: &str| AlignError::Mode {
-        method: method.name(),
-        message: message.to_string(),
-    };
-    if is_zip(opts) {
-        return Err(mode(
-            "zip needs both models transformed; use expert mode or an align method \
-             (weight_matching, activation_matching, mudsc_align)",
-        )
-        .into());
-    }
-    if opts.lambda < 1.0 {
-        return Err(mode(&format!(
-            "λ = {} < 1 needs activation statistics of both models on the same inputs, which \
-             are not collected yet; model mode aligns by weights only (λ = 1: weight_matching)",
-            opts.lambda
-        ))
-        .into());
-    }
     let (ca, cb) = (Checkpoint::open(a)?, Checkpoint::open(b)?);
     let heads = heads_of(&ca)?;
     let heads_b = heads_of(&cb)?;
@@ -216,17 +247,42 @@ pub fn align_checkpoints(
     }
     let (wa, wb) = (load_weights(&ca)?, load_weights(&cb)?);
     let units = model_units(&keys_of(&wb), heads)?;
-    let (transforms, mean) = run_units(&wa, &wb, &units, None, opts)?;
-    let replaced = changed(&wb, apply(&wb, &units, Side::B, &transforms)?);
-    let out = write_output(&cb, &replaced, out, force)?;
+    let acts = match statistics {
+        Some(dir) if opts.lambda < 1.0 => Some(read_joint_stats(dir, &units)?),
+        None if opts.lambda < 1.0 => {
+            return Err(AlignError::Mode {
+                method: method.name(),
+                message: format!(
+                    "λ = {} < 1 needs the two models' joint activation statistics: \
+                     `mmerge statistics A OUT --suite SUITE --pair B`, then give OUT",
+                    opts.lambda
+                ),
+            }
+            .into());
+        }
+        _ => None,
+    };
+    let (transforms, mean) = run_units(&wa, &wb, &units, acts.as_ref(), opts)?;
+    let mut written = None;
+    let mut tensors_changed = 0;
+    for ((side, out), (ck, w)) in [Side::A, Side::B]
+        .into_iter()
+        .zip(outs)
+        .zip([(&ca, &wa), (&cb, &wb)])
+    {
+        let Some(out) = out else { continue };
+        let replaced = changed(w, apply(w, &units, side, &transforms)?);
+        tensors_changed += replaced.len();
+        written = Some(write_output(ck, &replaced, out, force)?);
+    }
     Ok(AlignSummary {
         method: method.name(),
         units: units.len(),
-        tensors_changed: replaced.len(),
+        tensors_changed,
         mean_similarity: mean,
         transforms,
         seconds: start.elapsed().as_secs_f64(),
-        out,
+        out: written.unwrap_or_default(),
     })
 }
 

@@ -39,7 +39,10 @@ pub mod solve;
 pub mod units;
 
 pub use apply::{Side, apply};
-pub use io::{AlignSummary, align_checkpoints, align_experts, read_joint_stats, write_joint_stats};
+pub use io::{
+    AlignSummary, align_checkpoints, align_experts, read_joint_stats, write_joint_stats,
+    zip_checkpoints,
+};
 pub use matching::{AlignMethod, Options, Solver, align_units, solve};
 pub use similarity::{JointStats, weight_similarity};
 pub use solve::Transform;
