@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::random_weights;
+use common::{max_diff, random_weights};
 
 use std::collections::BTreeMap;
 
@@ -165,20 +165,6 @@ fn merged(base: &Weights, changed: Weights) -> Weights {
     let mut w = base.clone();
     w.extend(changed);
     w
-}
-
-fn max_diff(x: &Weights, y: &Weights) -> f32 {
-    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
-    x.iter()
-        .map(|(k, t)| {
-            assert_eq!(t.shape, y[k].shape, "{k}");
-            t.data
-                .iter()
-                .zip(&y[k].data)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0, f32::max)
-        })
-        .fold(0.0, f32::max)
 }
 
 /// Joint statistics where B's features are `perm`-ed A features plus noise.

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::random_weights;
+use common::{max_diff, random_weights};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,20 +70,6 @@ const CONFIG: &str = "{\"num_attention_heads\": 2, \"hidden_size\": 8}";
 
 fn load(dir: &Path) -> Weights {
     load_weights(&Checkpoint::open(dir).unwrap()).unwrap()
-}
-
-fn max_diff(x: &Weights, y: &Weights) -> f32 {
-    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
-    x.iter()
-        .map(|(k, t)| {
-            assert_eq!(t.shape, y[k].shape, "{k}");
-            t.data
-                .iter()
-                .zip(&y[k].data)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0, f32::max)
-        })
-        .fold(0.0, f32::max)
 }
 
 fn shuffle(n: usize, rng: &mut SplitMix64) -> Vec<usize> {
@@ -224,22 +210,7 @@ fn model_mode_undoes_planted_head_consistent_permutations() {
 
     // The same through a merge config: `align:` permutes B into A before averaging, so the
     // average of A and aligned B is A; without it the average is far from A.
-    let merge = |align: &str| {
-        let d = tmp.path();
-        let yaml = format!(
-            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\n{align}",
-            d.join("a").display(),
-            d.join("b").display()
-        );
-        let path = d.join("merge.yml");
-        std::fs::write(&path, &yaml).unwrap();
-        let cfg = mmerge_merge::MergeConfig::from_yaml(&yaml, &path)?;
-        let plan = mmerge_merge::MergePlan::new(&cfg, &path, 0)?;
-        let mut opts = mmerge_merge::MergeOptions::new(d.join("merged"));
-        opts.force = true;
-        mmerge_merge::run(&plan, &yaml, &opts, &indicatif::ProgressBar::hidden())?;
-        Ok::<_, mmerge_merge::MergeError>(load(&d.join("merged")))
-    };
+    let merge = |align: &str| merge_pair(tmp.path(), align);
     let aligned = merge("align: {method: weight_matching}\n").unwrap();
     let d = max_diff(&aligned, &a);
     assert!(d < 1e-6, "aligned merge differs from A by {d}");
@@ -456,21 +427,7 @@ fn a_merge_config_zips_or_aligns_a_pair_on_joint_activations() {
         })
         .collect();
     write_joint_stats(&d.join("stats"), &stats).unwrap();
-    let merge = |align: &str| {
-        let yaml = format!(
-            "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\n{align}",
-            d.join("a").display(),
-            d.join("b").display()
-        );
-        let path = d.join("merge.yml");
-        std::fs::write(&path, &yaml).unwrap();
-        let cfg = mmerge_merge::MergeConfig::from_yaml(&yaml, &path)?;
-        let plan = mmerge_merge::MergePlan::new(&cfg, &path, 0)?;
-        let mut opts = mmerge_merge::MergeOptions::new(d.join("merged"));
-        opts.force = true;
-        mmerge_merge::run(&plan, &yaml, &opts, &indicatif::ProgressBar::hidden())?;
-        Ok::<_, mmerge_merge::MergeError>(load(&d.join("merged")))
-    };
+    let merge = |align: &str| merge_pair(d, align);
     let stats_dir = d.join("stats");
     // Zipping two identical models pairs every feature with its twin: the merge is the model.
     for method in ["zipit", "mudsc_zip", "activation_matching", "mudsc_align"] {
@@ -488,4 +445,21 @@ fn a_merge_config_zips_or_aligns_a_pair_on_joint_activations() {
     // λ < 1 without statistics is named, with the command that makes them.
     let e = merge("align: {method: zipit}\n").unwrap_err().to_string();
     assert!(e.contains("merge.yml:7") && e.contains("--pair B"), "{e}");
+}
+
+/// Merges `d/a` and `d/b` half and half with `align` (a YAML line or nothing) into `d/merged`.
+fn merge_pair(d: &Path, align: &str) -> Result<Weights, MergeError> {
+    let yaml = format!(
+        "merge_method: linear\nmodels:\n  - model: {}\n    parameters: {{weight: 0.5}}\n  - model: {}\n    parameters: {{weight: 0.5}}\n{align}",
+        d.join("a").display(),
+        d.join("b").display()
+    );
+    let path = d.join("merge.yml");
+    std::fs::write(&path, &yaml).unwrap();
+    let cfg = mmerge_merge::MergeConfig::from_yaml(&yaml, &path)?;
+    let plan = mmerge_merge::MergePlan::new(&cfg, &path, 0)?;
+    let mut opts = mmerge_merge::MergeOptions::new(d.join("merged"));
+    opts.force = true;
+    mmerge_merge::run(&plan, &yaml, &opts, &indicatif::ProgressBar::hidden())?;
+    Ok(load(&d.join("merged")))
 }

@@ -83,3 +83,18 @@ pub fn random_weights(keys: &[(String, Vec<usize>)], seed: u64) -> mmerge_merge:
         })
         .collect()
 }
+
+/// The largest |x − y| over all tensors (same keys and shapes asserted).
+pub fn max_diff(x: &mmerge_merge::align::Weights, y: &mmerge_merge::align::Weights) -> f32 {
+    assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
+    x.iter()
+        .map(|(k, t)| {
+            assert_eq!(t.shape, y[k].shape, "{k}");
+            t.data
+                .iter()
+                .zip(&y[k].data)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max)
+}
