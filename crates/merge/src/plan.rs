@@ -582,6 +582,22 @@ fn check_sources(m: &Method, key: &str, members: usize, base: Option<usize>) -> 
             m.name,
             format!("takes exactly one source per tensor, got {members}"),
         )),
+        (Inputs::Two, _) if members - usize::from(base.is_some()) != 2 => Err(err(
+            m.name,
+            format!(
+                "merges exactly two models besides the base; this tensor has {} sources{}",
+                members,
+                if base.is_some() {
+                    ", the base included"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        (Inputs::Two, true) if base.is_none() => Err(err(
+            "base_model",
+            "the base model is not among this tensor's sources".into(),
+        )),
         (Inputs::Many, true) if base.is_none() => Err(err(
             "base_model",
             "the base model is not among this tensor's sources".into(),

@@ -155,6 +155,7 @@ fn options(k: MethodKind, dir: &Path) -> ExpertOptions {
         params: params_for(k),
         only: match k.method().inputs {
             Inputs::One => vec!["vision".into()],
+            Inputs::Two => vec!["vision".into(), "text".into()],
             Inputs::Many => vec![],
         },
         base: k
@@ -240,7 +241,7 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
             "{}: config.json from the multiway checkpoint, now the shared model's",
             k.name()
         );
-        for (key, _, all) in layout() {
+        for (key, shape, all) in layout() {
             let merged = out.read_f32(key).unwrap();
             let experts: Vec<&str> = all
                 .iter()
@@ -275,6 +276,7 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
                 statistics: &statistics,
                 tensor: key,
                 seed,
+                shape: &shape,
                 base: k.needs_base().then(|| f.base[key].as_slice()),
                 inputs: &xs,
                 values: &values(k, &experts),

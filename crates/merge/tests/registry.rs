@@ -191,6 +191,7 @@ fn check_against_oracle(k: MethodKind, flags: bool, seed: u64) {
     let n_inputs = match m.inputs {
         Inputs::Many => 3,
         Inputs::One => 1,
+        Inputs::Two => 2,
     };
     let mut g = Gen::new(seed);
     let write = |g: &mut Gen, name: &str, base: Option<&Tensors>| -> Tensors {
@@ -283,6 +284,7 @@ fn check_against_oracle(k: MethodKind, flags: bool, seed: u64) {
             statistics: &statistics,
             tensor: name,
             seed,
+            shape: &shapes()[t].1,
             base: base.as_ref().map(|b| b[t].2.as_slice()),
             inputs: &xs,
             values: &values,

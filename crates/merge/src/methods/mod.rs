@@ -33,6 +33,7 @@ pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
 pub mod linear;
+pub mod nuslerp;
 pub mod passthrough;
 pub mod regmean;
 pub mod slerp;
@@ -83,6 +84,7 @@ registry! {
     RegMean => regmean::REGMEAN,
     Fisher => fisher::FISHER,
     GradientMatching => gradmatch::GRADIENT_MATCHING,
+    NuSlerp => nuslerp::NUSLERP,
 }
 
 impl MethodKind {
@@ -195,6 +197,8 @@ pub enum Inputs {
     Many,
     /// Exactly one (besides the base when the method needs one).
     One,
+    /// Exactly two besides the base (which may be absent when the method does not need it).
+    Two,
 }
 
 /// Where a parameter is looked up (mergekit's scopes, `docs/mergekit-semantics.md` §2).
@@ -372,6 +376,8 @@ pub struct OracleCase<'a> {
     pub tensor: &'a str,
     /// The merge seed.
     pub seed: u64,
+    /// The tensor's shape (methods that work per row or column read it).
+    pub shape: &'a [usize],
     pub base: Option<&'a [f32]>,
     /// The merged inputs (without the base), in order.
     pub inputs: &'a [Vec<f32>],
