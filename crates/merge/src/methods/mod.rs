@@ -33,6 +33,7 @@ pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
 pub mod linear;
+pub mod nearswap;
 pub mod passthrough;
 pub mod regmean;
 pub mod slerp;
@@ -83,6 +84,7 @@ registry! {
     RegMean => regmean::REGMEAN,
     Fisher => fisher::FISHER,
     GradientMatching => gradmatch::GRADIENT_MATCHING,
+    NearSwap => nearswap::NEARSWAP,
 }
 
 impl MethodKind {
