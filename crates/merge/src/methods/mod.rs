@@ -33,6 +33,7 @@ pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
 pub mod linear;
+pub mod multislerp;
 pub mod nearswap;
 pub mod passthrough;
 pub mod regmean;
@@ -85,6 +86,7 @@ registry! {
     Fisher => fisher::FISHER,
     GradientMatching => gradmatch::GRADIENT_MATCHING,
     NearSwap => nearswap::NEARSWAP,
+    MultiSlerp => multislerp::MULTISLERP,
 }
 
 impl MethodKind {
