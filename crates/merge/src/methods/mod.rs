@@ -34,6 +34,8 @@ pub mod gradmatch;
 pub mod gta;
 pub mod linear;
 pub mod nuslerp;
+pub mod multislerp;
+pub mod nearswap;
 pub mod passthrough;
 pub mod regmean;
 pub mod slerp;
@@ -85,6 +87,8 @@ registry! {
     Fisher => fisher::FISHER,
     GradientMatching => gradmatch::GRADIENT_MATCHING,
     NuSlerp => nuslerp::NUSLERP,
+    NearSwap => nearswap::NEARSWAP,
+    MultiSlerp => multislerp::MULTISLERP,
 }
 
 impl MethodKind {
