@@ -240,7 +240,7 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
             "{}: config.json from the multiway checkpoint, now the shared model's",
             k.name()
         );
-        for (key, _, all) in layout() {
+        for (key, shape, all) in layout() {
             let merged = out.read_f32(key).unwrap();
             let experts: Vec<&str> = all
                 .iter()
@@ -274,6 +274,7 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
             let want = (k.method().oracle)(&OracleCase {
                 statistics: &statistics,
                 tensor: key,
+                shape: &shape,
                 seed,
                 base: k.needs_base().then(|| f.base[key].as_slice()),
                 inputs: &xs,

@@ -33,6 +33,7 @@ pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
 pub mod linear;
+pub mod model_stock;
 pub mod passthrough;
 pub mod regmean;
 pub mod slerp;
@@ -83,6 +84,7 @@ registry! {
     RegMean => regmean::REGMEAN,
     Fisher => fisher::FISHER,
     GradientMatching => gradmatch::GRADIENT_MATCHING,
+    ModelStock => model_stock::MODEL_STOCK,
 }
 
 impl MethodKind {
@@ -370,6 +372,8 @@ pub struct Planned {
 pub struct OracleCase<'a> {
     /// The output tensor's name (DARE's random streams depend on it).
     pub tensor: &'a str,
+    /// The tensor's shape (row-wise methods read its last dimension).
+    pub shape: &'a [usize],
     /// The merge seed.
     pub seed: u64,
     pub base: Option<&'a [f32]>,
