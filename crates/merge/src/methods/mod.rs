@@ -32,6 +32,7 @@ use crate::exec::{Chunk, Passes, TensorExec};
 pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
+pub mod karcher;
 pub mod linear;
 pub mod model_stock;
 pub mod passthrough;
@@ -85,6 +86,7 @@ registry! {
     Fisher => fisher::FISHER,
     GradientMatching => gradmatch::GRADIENT_MATCHING,
     ModelStock => model_stock::MODEL_STOCK,
+    Karcher => karcher::KARCHER,
 }
 
 impl MethodKind {

@@ -243,3 +243,42 @@ pub fn oracle(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Value, Values};
+    use super::*;
+
+    fn planned(members: usize, filter_wise: bool) -> Result<Planned> {
+        let mut values = Values::default();
+        values
+            .shared
+            .insert("filter_wise", Value::Flag(filter_wise));
+        plan(&TensorPlan {
+            key: "w",
+            shape: &[3, 5],
+            members,
+            base: Some(0),
+            cast: false,
+            values,
+            statistics: vec![],
+        })
+    }
+
+    #[test]
+    fn needs_two_models_besides_the_base_and_rows_follow_filter_wise() {
+        let err = planned(2, false).map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("at least two other models"), "{err}");
+        let rows = |fw| {
+            let p = planned(3, fw).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((p.base, p.inputs.clone()), (Some(0), vec![1, 2]));
+            format!("{:?}", p.kernel)
+        };
+        assert!(
+            rows(false).contains("row_len: 15, rows: 1"),
+            "{}",
+            rows(false)
+        );
+        assert!(rows(true).contains("row_len: 5, rows: 3"), "{}", rows(true));
+    }
+}
