@@ -275,8 +275,8 @@ fn every_method_merges_the_experts_as_its_oracle_does() {
             let want = (k.method().oracle)(&OracleCase {
                 statistics: &statistics,
                 tensor: key,
-                seed,
                 shape: &shape,
+                seed,
                 base: k.needs_base().then(|| f.base[key].as_slice()),
                 inputs: &xs,
                 values: &values(k, &experts),

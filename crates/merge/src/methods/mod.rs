@@ -32,10 +32,12 @@ use crate::exec::{Chunk, Passes, TensorExec};
 pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
+pub mod karcher;
 pub mod linear;
-pub mod nuslerp;
+pub mod model_stock;
 pub mod multislerp;
 pub mod nearswap;
+pub mod nuslerp;
 pub mod passthrough;
 pub mod regmean;
 pub mod slerp;
@@ -89,6 +91,8 @@ registry! {
     NuSlerp => nuslerp::NUSLERP,
     NearSwap => nearswap::NEARSWAP,
     MultiSlerp => multislerp::MULTISLERP,
+    ModelStock => model_stock::MODEL_STOCK,
+    Karcher => karcher::KARCHER,
 }
 
 impl MethodKind {
@@ -378,10 +382,10 @@ pub struct Planned {
 pub struct OracleCase<'a> {
     /// The output tensor's name (DARE's random streams depend on it).
     pub tensor: &'a str,
-    /// The merge seed.
-    pub seed: u64,
     /// The tensor's shape (methods that work per row or column read it).
     pub shape: &'a [usize],
+    /// The merge seed.
+    pub seed: u64,
     pub base: Option<&'a [f32]>,
     /// The merged inputs (without the base), in order.
     pub inputs: &'a [Vec<f32>],
