@@ -39,6 +39,7 @@ pub mod multislerp;
 pub mod nearswap;
 pub mod nuslerp;
 pub mod passthrough;
+pub mod ram;
 pub mod regmean;
 pub mod slerp;
 
@@ -93,6 +94,8 @@ registry! {
     MultiSlerp => multislerp::MULTISLERP,
     ModelStock => model_stock::MODEL_STOCK,
     Karcher => karcher::KARCHER,
+    Ram => ram::RAM,
+    RamPlusTl => ram::RAMPLUS_TL,
 }
 
 impl MethodKind {
