@@ -45,8 +45,9 @@ pub trait Probe: Send {
     fn unit_features(&mut self, part: &str, kind: UnitKind, features: &[(Expert, Tensor)]);
 }
 
-/// The rows of `x` [B, T, D] whose tokens are real: all of them without a key mask, else
-/// those where `mask` ([B, 1, 1, T], true = real) is true. `[N, D]`.
+/// The rows of `x` [B, T, D] whose tokens are real: all of them without a mask, else those
+/// where `mask` (B·T entries: a key mask [B, 1, 1, T] or a padding mask [B, T]) is non-zero.
+/// `[N, D]`.
 pub fn real_rows(x: &Tensor, mask: Option<&Tensor>) -> Tensor {
     let d = x.size()[2];
     let flat = x.reshape([-1, d]);

@@ -83,11 +83,8 @@ pub fn write(r: &Request, out: &Path, tick: &dyn Fn()) -> anyhow::Result<serde_j
         let seconds = t0.elapsed().as_secs_f64();
         let mut units = BTreeMap::new();
         for (name, m) in moments {
-            let mut js = JointStats::new(m.width);
-            js.count = m.count;
-            js.sum = f64_values(&m.sum)?;
-            js.outer = f64_values(&m.outer)?;
-            units.insert(name, js);
+            // f = [f_A; f_B]: blocks 0 and 1 of width W/2.
+            units.insert(name, joint(&m, m.width() / 2, [0, 1])?);
         }
         mmerge_merge::align::io::write_joint_stats(out, &units)?;
         let info = json!({
@@ -162,19 +159,16 @@ fn save_f32(dir: &Path, tensors: &BTreeMap<String, Tensor>) -> anyhow::Result<us
     Ok(list.len())
 }
 
-/// The joint moments of the reference expert and `other` out of all experts' moments.
-fn pair(m: &Moments, other: usize) -> anyhow::Result<Option<JointStats>> {
-    let Some(r) = m.experts.iter().position(|e| *e == REFERENCE) else {
-        return Ok(None);
-    };
-    let (w, e) = (m.width, m.experts.len());
+/// The joint statistics of feature blocks `[a, b]` (each `w` wide) out of moments of
+/// concatenated features.
+fn joint(m: &Moments, w: usize, [a, b]: [usize; 2]) -> anyhow::Result<JointStats> {
     let sum = f64_values(&m.sum)?;
     let outer = f64_values(&m.outer)?;
+    let n = m.width();
     let idx: Vec<usize> = (0..w)
-        .map(|i| r * w + i)
-        .chain((0..w).map(|i| other * w + i))
+        .map(|i| a * w + i)
+        .chain((0..w).map(|i| b * w + i))
         .collect();
-    let n = e * w;
     let mut js = JointStats::new(w);
     js.count = m.count;
     js.sum = idx.iter().map(|&i| sum[i]).collect();
@@ -183,7 +177,7 @@ fn pair(m: &Moments, other: usize) -> anyhow::Result<Option<JointStats>> {
         .flat_map(|&i| idx.iter().map(move |&j| (i, j)))
         .map(|(i, j)| outer[i * n + j])
         .collect();
-    Ok(Some(js))
+    Ok(js)
 }
 
 /// Writes the folders of the module docs; returns what each holds.
@@ -200,14 +194,12 @@ fn save(c: &Collected, out: &Path) -> anyhow::Result<serde_json::Value> {
     }
     let mut units = BTreeMap::new();
     for ((part, kind), m) in &c.units {
-        for (o, e) in m.experts.iter().enumerate() {
-            if *e == REFERENCE {
-                continue;
-            }
-            if let Some(js) = pair(m, o)? {
-                let name = format!("{part}.{}+{}.{}", REFERENCE.name(), e.name(), kind.name());
-                units.insert(name, js);
-            }
+        let Some(r) = m.experts.iter().position(|e| *e == REFERENCE) else {
+            continue;
+        };
+        for (o, e) in m.experts.iter().enumerate().filter(|(o, _)| *o != r) {
+            let name = format!("{part}.{}+{}.{}", REFERENCE.name(), e.name(), kind.name());
+            units.insert(name, joint(&m.moments, m.width(), [r, o])?);
         }
     }
     if !units.is_empty() {

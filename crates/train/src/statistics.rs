@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use mmerge_data::batch::{Loader, LoaderConfig};
 use mmerge_models::Expert;
-use mmerge_models::probe::{Probe, UnitKind};
+use mmerge_models::probe::{Probe, UnitKind, real_rows};
 use tch::{Kind, Tensor};
 
 use crate::error::{Result, TrainError};
@@ -85,16 +85,61 @@ impl FisherLabels {
     }
 }
 
-/// Running moments of one unit: the concatenated features of `experts` (each `width` wide).
+/// Running float64 moments of feature rows f: their count, Σ f and Σ f fᵀ (a Gram sum is its
+/// `outer`).
 #[derive(Debug)]
 pub struct Moments {
-    pub experts: Vec<Expert>,
-    pub width: usize,
     pub count: f64,
-    /// Σ f, float64 [E·width].
+    /// Σ f, float64 [W].
     pub sum: Tensor,
-    /// Σ f fᵀ, float64 [E·width, E·width].
+    /// Σ f fᵀ, float64 [W, W].
     pub outer: Tensor,
+}
+
+impl Moments {
+    /// The moments of the rows of `f` [N, W].
+    fn of(f: &Tensor) -> Self {
+        let f = f.to_kind(Kind::Double);
+        Moments {
+            count: f.size()[0] as f64,
+            sum: f.sum_dim_intlist(0, false, Kind::Double),
+            outer: f.transpose(0, 1).mm(&f),
+        }
+    }
+
+    /// W, the feature width.
+    pub fn width(&self) -> usize {
+        self.sum.size().first().map_or(0, |&w| w as usize)
+    }
+}
+
+/// Adds the rows of `f` to the moments under `key`.
+fn accumulate<K: Ord>(map: &mut BTreeMap<K, Moments>, key: K, f: &Tensor) {
+    let add = Moments::of(f);
+    match map.get_mut(&key) {
+        Some(m) => {
+            m.count += add.count;
+            m.sum += add.sum;
+            m.outer += add.outer;
+        }
+        None => {
+            map.insert(key, add);
+        }
+    }
+}
+
+/// The moments of one unit's features concatenated over `experts`, f = [f_e₁; f_e₂; …].
+#[derive(Debug)]
+pub struct ExpertMoments {
+    pub experts: Vec<Expert>,
+    pub moments: Moments,
+}
+
+impl ExpertMoments {
+    /// The width of one expert's features.
+    pub fn width(&self) -> usize {
+        self.moments.width() / self.experts.len().max(1)
+    }
 }
 
 /// The collected statistics.
@@ -103,7 +148,7 @@ pub struct Collected {
     /// Weight key → mean Gram of that layer's inputs, float32 [in, in].
     pub gram: BTreeMap<String, Tensor>,
     /// `encoder.layers.{i}.{attn|ffn}` and the unit kind → its moments.
-    pub units: BTreeMap<(String, UnitKind), Moments>,
+    pub units: BTreeMap<(String, UnitKind), ExpertMoments>,
     /// Parameter key → mean squared batch gradient times the batch size, float32.
     pub fisher: BTreeMap<String, Tensor>,
     /// Tokens seen per weight key (the Gram's n).
@@ -112,8 +157,11 @@ pub struct Collected {
 
 #[derive(Default)]
 struct Sums {
-    gram: BTreeMap<String, (Tensor, f64)>,
+    /// Weight key → the moments of its inputs.
+    gram: BTreeMap<String, Moments>,
     units: BTreeMap<(String, UnitKind), Moments>,
+    /// The experts of each unit, in feature order.
+    experts: BTreeMap<(String, UnitKind), Vec<Expert>>,
 }
 
 /// The probe attached to the encoder while the Gram batches run: it adds into shared sums.
@@ -121,52 +169,19 @@ struct Accumulate(Arc<Mutex<Sums>>);
 
 impl Probe for Accumulate {
     fn linear_input(&mut self, weight: &str, x: &Tensor) {
-        let x = x.to_kind(Kind::Double);
-        let g = x.transpose(0, 1).mm(&x);
-        let n = x.size()[0] as f64;
         let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match s.gram.get_mut(weight) {
-            Some((sum, rows)) => {
-                *sum += g;
-                *rows += n;
-            }
-            None => {
-                s.gram.insert(weight.to_string(), (g, n));
-            }
-        }
+        accumulate(&mut s.gram, weight.to_string(), x);
     }
 
     fn unit_features(&mut self, part: &str, kind: UnitKind, features: &[(Expert, Tensor)]) {
-        let parts: Vec<Tensor> = features
-            .iter()
-            .map(|(_, t)| t.to_kind(Kind::Double))
-            .collect();
+        let parts: Vec<&Tensor> = features.iter().map(|(_, t)| t).collect();
         let f = Tensor::cat(&parts, 1);
-        let width = features.first().map_or(0, |(_, t)| t.size()[1] as usize);
-        let sum = f.sum_dim_intlist(0, false, Kind::Double);
-        let outer = f.transpose(0, 1).mm(&f);
-        let n = f.size()[0] as f64;
-        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let key = (part.to_string(), kind);
-        match s.units.get_mut(&key) {
-            Some(m) => {
-                m.count += n;
-                m.sum += sum;
-                m.outer += outer;
-            }
-            None => {
-                s.units.insert(
-                    key,
-                    Moments {
-                        experts: features.iter().map(|(e, _)| *e).collect(),
-                        width,
-                        count: n,
-                        sum,
-                        outer,
-                    },
-                );
-            }
-        }
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        s.experts
+            .entry(key.clone())
+            .or_insert_with(|| features.iter().map(|(e, _)| *e).collect());
+        accumulate(&mut s.units, key, &f);
     }
 }
 
@@ -242,14 +257,15 @@ pub fn collect(p: &Prepared, cfg: &StatisticsConfig, tick: &dyn Fn()) -> Result<
         run?;
     }
     let sums = std::mem::take(&mut *sums.lock().unwrap_or_else(|e| e.into_inner()));
-    let mut out = Collected {
-        units: sums.units,
-        ..Default::default()
-    };
-    for (key, (sum, rows)) in sums.gram {
+    let mut out = Collected::default();
+    for (key, moments) in sums.units {
+        let experts = sums.experts.get(&key).cloned().unwrap_or_default();
+        out.units.insert(key, ExpertMoments { experts, moments });
+    }
+    for (key, m) in sums.gram {
         out.gram
-            .insert(key.clone(), (sum / rows).to_kind(Kind::Float));
-        out.rows.insert(key, rows);
+            .insert(key.clone(), (m.outer / m.count).to_kind(Kind::Float));
+        out.rows.insert(key, m.count);
     }
     if cfg.fisher_batches > 0 {
         out.fisher = fisher(p, cfg.fisher_batches, cfg.fisher_labels, tick)?;
@@ -291,18 +307,6 @@ fn fisher(
         .collect())
 }
 
-/// Joint moments of one unit of two models on the same tokens: f = [f_A; f_B], each `width`
-/// wide, float64 (the activation statistics of two-checkpoint alignment).
-#[derive(Debug)]
-pub struct PairMoments {
-    pub width: usize,
-    pub count: f64,
-    /// Σ f [2·width].
-    pub sum: Tensor,
-    /// Σ f fᵀ [2·width, 2·width].
-    pub outer: Tensor,
-}
-
 /// Records every unit's features, in report order.
 struct Record(Arc<Mutex<Vec<(String, Tensor)>>>);
 
@@ -320,16 +324,6 @@ impl Probe for Record {
     }
 }
 
-/// The real rows of `h` [B, T, D] where `mask` [B, T] is non-zero (all rows without one).
-fn rows(h: &Tensor, mask: Option<&Tensor>) -> Tensor {
-    let d = h.size()[2];
-    let flat = h.reshape([-1, d]);
-    match mask {
-        None => flat,
-        Some(m) => flat.index_select(0, &m.reshape([-1]).ne(0).nonzero().squeeze_dim(1)),
-    }
-}
-
 /// Every unit's features of `p`'s model on batch `b` (image-only, text-only and fused
 /// passes), and its final hidden states' real rows as the unit `residual`.
 fn features(p: &Prepared, b: &ModelBatch) -> Result<Vec<(String, Tensor)>> {
@@ -343,9 +337,9 @@ fn features(p: &Prepared, b: &ModelBatch) -> Result<Vec<(String, Tensor)>> {
         let (fused, mask) = enc.encode_image_text(pixels, &text.batch(), 1, false)?;
         Ok(Tensor::cat(
             &[
-                rows(&image, None),
-                rows(&words, Some(&text.mask)),
-                rows(&fused, Some(&mask)),
+                real_rows(&image, None),
+                real_rows(&words, Some(&text.mask)),
+                real_rows(&fused, Some(&mask)),
             ],
             0,
         ))
@@ -359,16 +353,16 @@ fn features(p: &Prepared, b: &ModelBatch) -> Result<Vec<(String, Tensor)>> {
 
 /// The joint moments of every unit of two models of one architecture (`a` and `b`, prepared
 /// from the same recipe but their init) over `n` batches of `a`'s recipe, both models seeing
-/// the same batches; unit names as `mmerge_merge::align::model_units` gives them (`residual`,
+/// the same batches: f = [f_A; f_B] per unit, each half one model's features; unit names as `mmerge_merge::align::model_units` gives them (`residual`,
 /// `encoder.layers.{i}.attn.{expert}.qk` / `.vo`, `encoder.layers.{i}.ffn.{expert}.mlp`).
 pub fn collect_pair(
     a: &Prepared,
     b: &Prepared,
     n: usize,
     tick: &dyn Fn(),
-) -> Result<BTreeMap<String, PairMoments>> {
+) -> Result<BTreeMap<String, Moments>> {
     let _guard = tch::no_grad_guard();
-    let mut out: BTreeMap<String, PairMoments> = BTreeMap::new();
+    let mut out: BTreeMap<String, Moments> = BTreeMap::new();
     batches(a, n, |_, batch| {
         let (fa, fb) = (features(a, batch)?, features(b, batch)?);
         if fa.len() != fb.len() {
@@ -387,29 +381,7 @@ pub fn collect_pair(
                     y.size()
                 )));
             }
-            let f = Tensor::cat(&[x, y], 1).to_kind(Kind::Double);
-            let sum = f.sum_dim_intlist(0, false, Kind::Double);
-            let outer = f.transpose(0, 1).mm(&f);
-            let rows = f.size()[0] as f64;
-            match out.get_mut(&name) {
-                Some(m) => {
-                    m.count += rows;
-                    m.sum += sum;
-                    m.outer += outer;
-                }
-                None => {
-                    let width = (f.size()[1] / 2) as usize;
-                    out.insert(
-                        name,
-                        PairMoments {
-                            width,
-                            count: rows,
-                            sum,
-                            outer,
-                        },
-                    );
-                }
-            }
+            accumulate(&mut out, name, &Tensor::cat(&[x, y], 1));
         }
         tick();
         Ok(())

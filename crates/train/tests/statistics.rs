@@ -154,12 +154,12 @@ fn collected_statistics_are_consistent_and_deterministic() {
     // Units: per layer QK, VO and MLP of every stored expert on the same tokens.
     let mlp = &c.units[&("encoder.layers.1.ffn".to_string(), UnitKind::Mlp)];
     assert_eq!(mlp.experts, [Expert::Vision, Expert::Text, Expert::Vl]);
-    assert_eq!(mlp.width, f as usize);
-    assert_eq!(mlp.outer.size(), [3 * f, 3 * f]);
+    assert_eq!(mlp.width(), f as usize);
+    assert_eq!(mlp.moments.outer.size(), [3 * f, 3 * f]);
     let qk = &c.units[&("encoder.layers.0.attn".to_string(), UnitKind::Qk)];
     assert_eq!(qk.experts, [Expert::Vision, Expert::Text]);
     // Layer 0's units see the image tokens twice and the real text tokens twice.
-    assert!(qk.count > 2.0 * image_rows, "{}", qk.count);
+    assert!(qk.moments.count > 2.0 * image_rows, "{}", qk.moments.count);
     assert_eq!(c.units.len(), 2 * 3);
     // The Fisher: every parameter, non-negative, some of it positive.
     assert_eq!(c.fisher.len(), p.net.named_parameters().len());
