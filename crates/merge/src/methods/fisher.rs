@@ -40,9 +40,7 @@ pub const FISHER: Method = Method {
     plan,
     oracle: |c| {
         let n = c.inputs.len();
-        let w: Vec<f64> = (0..n)
-            .map(|i| c.values.model_number(i, "weight").unwrap_or(1.0))
-            .collect();
+        let w = c.values.model_numbers(0..n, "weight", 1.0);
         let floor = c.values.number("fisher_floor").unwrap_or(1e-6);
         oracle(c.inputs, &c.statistics[..n], &w, floor)
     },
@@ -83,10 +81,9 @@ fn plan(t: &TensorPlan<'_>) -> Result<Planned> {
         inputs: members.clone(),
         statistics: members.clone(),
         kernel: Some(Arc::new(Fisher {
-            weights: members
-                .iter()
-                .map(|&m| t.values.model_number(m, "weight").unwrap_or(1.0))
-                .collect(),
+            weights: t
+                .values
+                .model_numbers(members.iter().copied(), "weight", 1.0),
             floor: t.values.number("fisher_floor").unwrap_or(1e-6),
         })),
     })

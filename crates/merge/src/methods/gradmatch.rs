@@ -46,11 +46,7 @@ pub const GRADIENT_MATCHING: Method = Method {
     plan,
     oracle: |c| {
         let n = c.inputs.len();
-        let per = |name: &str| -> Vec<f64> {
-            (0..n)
-                .map(|i| c.values.model_number(i, name).unwrap_or(1.0))
-                .collect()
-        };
+        let per = |name: &str| c.values.model_numbers(0..n, name, 1.0);
         let p = GradMatch {
             weights: per("weight"),
             scales: per("scale"),
@@ -75,14 +71,10 @@ pub const GRADIENT_MATCHING: Method = Method {
 fn plan(t: &TensorPlan<'_>) -> Result<Planned> {
     let inputs = t.non_base();
     let p = GradMatch {
-        weights: inputs
-            .iter()
-            .map(|&m| t.values.model_number(m, "weight").unwrap_or(1.0))
-            .collect(),
-        scales: inputs
-            .iter()
-            .map(|&m| t.values.model_number(m, "scale").unwrap_or(1.0))
-            .collect(),
+        weights: t
+            .values
+            .model_numbers(inputs.iter().copied(), "weight", 1.0),
+        scales: t.values.model_numbers(inputs.iter().copied(), "scale", 1.0),
         base_scale: t.values.number("base_scale").unwrap_or(1.0),
         delta: t.values.number("delta").unwrap_or(1e-12),
     };

@@ -138,10 +138,9 @@ pub const DARE_TIES: Method = Method {
 
 fn plan(t: &TensorPlan<'_>, sparsify: Sparsify, elect_sign: bool) -> Result<Planned> {
     let inputs = t.non_base();
-    let densities = inputs
-        .iter()
-        .map(|&m| t.values.model_number(m, "density").unwrap_or(1.0))
-        .collect();
+    let densities = t
+        .values
+        .model_numbers(inputs.iter().copied(), "density", 1.0);
     let weights = inputs
         .iter()
         .map(|&m| t.model_number(m, "weight"))
@@ -159,12 +158,8 @@ fn plan(t: &TensorPlan<'_>, sparsify: Sparsify, elect_sign: bool) -> Result<Plan
 fn oracle_case(c: &OracleCase<'_>, sparsify: Sparsify, elect_sign: bool) -> Vec<f64> {
     let n = c.inputs.len();
     let p = Gta::new(
-        (0..n)
-            .map(|i| c.values.model_number(i, "weight").unwrap_or(f64::NAN))
-            .collect(),
-        (0..n)
-            .map(|i| c.values.model_number(i, "density").unwrap_or(1.0))
-            .collect(),
+        c.values.model_numbers(0..n, "weight", f64::NAN),
+        c.values.model_numbers(0..n, "density", 1.0),
         sparsify,
         elect_sign,
         c.values,

@@ -28,9 +28,9 @@ pub const LINEAR: Method = Method {
     ],
     plan,
     oracle: |c| {
-        let w: Vec<f64> = (0..c.inputs.len())
-            .map(|i| c.values.model_number(i, "weight").unwrap_or(f64::NAN))
-            .collect();
+        let w = c
+            .values
+            .model_numbers(0..c.inputs.len(), "weight", f64::NAN);
         oracle(c.inputs, &w, c.values.flag("normalize").unwrap_or(true))
     },
     goldens: Goldens::Cases(&[

@@ -331,6 +331,19 @@ impl Values {
     pub fn model_number(&self, i: usize, name: &str) -> Option<f64> {
         number(self.models.get(i).and_then(|m| m.get(name)))
     }
+
+    /// A per-model number of each of `models`, `default` where it is unset.
+    pub fn model_numbers(
+        &self,
+        models: impl IntoIterator<Item = usize>,
+        name: &str,
+        default: f64,
+    ) -> Vec<f64> {
+        models
+            .into_iter()
+            .map(|i| self.model_number(i, name).unwrap_or(default))
+            .collect()
+    }
 }
 
 /// One output tensor as a method's `plan` sees it: every declared parameter is evaluated and

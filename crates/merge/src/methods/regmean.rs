@@ -49,9 +49,7 @@ pub const REGMEAN: Method = Method {
     plan,
     oracle: |c| {
         let n = c.inputs.len();
-        let w: Vec<f64> = (0..n)
-            .map(|i| c.values.model_number(i, "weight").unwrap_or(1.0))
-            .collect();
+        let w = c.values.model_numbers(0..n, "weight", 1.0);
         if c.statistics.iter().all(Vec::is_empty) {
             return super::linear::oracle(c.inputs, &w, true);
         }
@@ -70,10 +68,9 @@ pub const REGMEAN: Method = Method {
 
 fn plan(t: &TensorPlan<'_>) -> Result<Planned> {
     let members: Vec<usize> = (0..t.members).collect();
-    let weights: Vec<f64> = members
-        .iter()
-        .map(|&m| t.values.model_number(m, "weight").unwrap_or(1.0))
-        .collect();
+    let weights = t
+        .values
+        .model_numbers(members.iter().copied(), "weight", 1.0);
     let have = t.statistics.iter().filter(|s| s.is_some()).count();
     if have == 0 {
         return Ok(Planned {
