@@ -253,10 +253,10 @@ impl ParamSpec {
         matches!(self.kind, Kind::Number { .. })
     }
 
-    /// A per-model weight with no default.
-    pub const fn weight(scope: Scope) -> Self {
+    /// A required number with no default and no range.
+    pub const fn required(name: &'static str, scope: Scope) -> Self {
         ParamSpec {
-            name: "weight",
+            name,
             scope,
             kind: Kind::Number {
                 default: None,
@@ -264,6 +264,11 @@ impl ParamSpec {
                 range: None,
             },
         }
+    }
+
+    /// A per-model weight with no default.
+    pub const fn weight(scope: Scope) -> Self {
+        Self::required("weight", scope)
     }
 
     /// An optional number with a default, in [0, `hi`].

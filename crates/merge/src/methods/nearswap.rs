@@ -20,8 +20,7 @@
 use std::sync::Arc;
 
 use super::{
-    Goldens, Inputs, Kernel, Kind, Method, ParamSpec, Planned, Reference, Scope, Statistics,
-    TensorPlan,
+    Goldens, Inputs, Kernel, Method, ParamSpec, Planned, Reference, Scope, Statistics, TensorPlan,
 };
 use crate::error::Result;
 use crate::exec::{Chunk, Passes};
@@ -33,15 +32,7 @@ pub const NEARSWAP: Method = Method {
     needs_base: true,
     inputs: Inputs::One,
     statistics: Statistics::None,
-    params: &[ParamSpec {
-        name: "t",
-        scope: Scope::Shared,
-        kind: Kind::Number {
-            default: None,
-            required: true,
-            range: None,
-        },
-    }],
+    params: &[ParamSpec::required("t", Scope::Shared)],
     plan,
     oracle: |c| {
         oracle(
