@@ -241,19 +241,13 @@ fn evaluate(
     task: &str,
     out: &Path,
 ) -> anyhow::Result<()> {
-    let config = mmerge_models::MultiwayConfig::from_file(&model.join("config.json"))
-        .with_context(|| format!("{}: the model's config", model.display()))?;
     let c = json!({"seed": 0, "steps": 1, "batch_size": 64, "lr": 1e-4});
     let mut r = recipe(
         ctx,
         suite,
         &c,
         json!({
-            "model": {
-                "config": model.join("config.json"),
-                "sharing": config.sharing,
-                "init": {"checkpoint": model},
-            },
+            "model": crate::train::checkpoint_model(model)?,
             "finetune": {"task": task},
             "tensorboard": false,
         }),

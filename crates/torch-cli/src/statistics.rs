@@ -53,18 +53,12 @@ const REFERENCE: Expert = Expert::Vision;
 
 /// Collects and writes the statistics of `r.model` into `out` (an existing, empty folder).
 pub fn write(r: &Request, out: &Path, tick: &dyn Fn()) -> anyhow::Result<serde_json::Value> {
-    let config = mmerge_models::MultiwayConfig::from_file(&r.model.join("config.json"))
-        .with_context(|| format!("{}: the model's config", r.model.display()))?;
     let recipe: Recipe = serde_json::from_value(json!({
         "suite": r.suite,
         "seed": r.seed,
         "steps": 1,
         "batch_size": r.batch_size,
-        "model": {
-            "config": r.model.join("config.json"),
-            "sharing": config.sharing,
-            "init": {"checkpoint": r.model},
-        },
+        "model": crate::train::checkpoint_model(&r.model)?,
         "pretrain": {"objectives": r.objectives},
         "eval": {"every": 0, "split": "val", "test": false},
         "checkpoint_every": 0,

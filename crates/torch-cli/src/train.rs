@@ -71,18 +71,12 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let mut r = match (&a.recipe, &a.checkpoint, &a.task, &a.suite) {
         (Some(p), _, _, _) => Recipe::load(p)?,
         (None, Some(ck), Some(task), Some(suite)) => {
-            let config: mmerge_models::MultiwayConfig =
-                mmerge_models::MultiwayConfig::from_file(&ck.join("config.json"))
-                    .with_context(|| format!("{}: the checkpoint's config", ck.display()))?;
+            let model = checkpoint_model(ck)?;
             Suite::open(suite)?;
             // Only what differs from the recipe defaults.
             serde_json::from_value(serde_json::json!({
                 "suite": suite,
-                "model": {
-                    "config": ck.join("config.json"),
-                    "sharing": config.sharing,
-                    "init": {"checkpoint": ck},
-                },
+                "model": model,
                 "finetune": {"task": task},
                 "steps": 1,
                 "device": "auto",
@@ -106,6 +100,18 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let scores = trainer::evaluate(&p)?;
     print_scores(&scores);
     Ok(())
+}
+
+/// A recipe's `model` section for a saved checkpoint: its `config.json`, its sharing, and the
+/// checkpoint as the init.
+pub fn checkpoint_model(dir: &Path) -> anyhow::Result<serde_json::Value> {
+    let config = mmerge_models::MultiwayConfig::from_file(&dir.join("config.json"))
+        .with_context(|| format!("{}: the checkpoint's config", dir.display()))?;
+    Ok(serde_json::json!({
+        "config": dir.join("config.json"),
+        "sharing": config.sharing,
+        "init": {"checkpoint": dir},
+    }))
 }
 
 fn print_scores(scores: &std::collections::BTreeMap<String, mmerge_train::tasks::Scores>) {
