@@ -86,6 +86,50 @@ pub fn with_layer(key: &str, index: usize) -> String {
     }
 }
 
+/// A tensor's place in a numbered stack, as mergekit infers it for checkpoints without an
+/// architecture template: the first decimal segment that has a segment before and after it
+/// (mergekit's `\.(\d+)\.`) is the layer index, and the key before it the stack's prefix.
+/// `vision_tower.convs.2.proj.weight` is layer 2 of `vision_tower.convs`;
+/// `vision_tower.blocks.1.0.fc1.weight` is layer 1 of `vision_tower.blocks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StackRef<'a> {
+    pub prefix: &'a str,
+    pub index: usize,
+}
+
+/// Finds the numbered stack of `key`, if any (see [`StackRef`]).
+pub fn stack_ref(key: &str) -> Option<StackRef<'_>> {
+    let mut offset = 0;
+    let segs: Vec<&str> = key.split('.').collect();
+    for (i, seg) in segs.iter().enumerate() {
+        if i > 0
+            && i + 1 < segs.len()
+            && !seg.is_empty()
+            && seg.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(index) = seg.parse()
+        {
+            return Some(StackRef {
+                prefix: &key[..offset - 1],
+                index,
+            });
+        }
+        offset += seg.len() + 1;
+    }
+    None
+}
+
+/// The layer count of every numbered stack among `keys`: one more than its largest index.
+pub fn stack_sizes<'a>(
+    keys: impl IntoIterator<Item = &'a str>,
+) -> std::collections::HashMap<&'a str, usize> {
+    let mut sizes = std::collections::HashMap::new();
+    for s in keys.into_iter().filter_map(stack_ref) {
+        let n = sizes.entry(s.prefix).or_insert(0);
+        *n = (*n).max(s.index + 1);
+    }
+    sizes
+}
+
 /// The parts of a multiway key `….layers.{i}.{module}.{expert}.{leaf}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MultiwayKey<'a> {
@@ -142,6 +186,44 @@ mod tests {
         for (key, want) in cases {
             assert_eq!(layer_ref(key).map(|l| l.index), want, "{key}");
         }
+    }
+
+    #[test]
+    fn stacks_as_mergekit_infers_them() {
+        let cases = [
+            (
+                "model.layers.3.mlp.up_proj.weight",
+                Some(("model.layers", 3)),
+            ),
+            ("h.0.attn.c_attn.weight", Some(("h", 0))),
+            (
+                "vision_tower.convs.2.proj.weight",
+                Some(("vision_tower.convs", 2)),
+            ),
+            (
+                "vision_tower.blocks.1.0.fc1.weight",
+                Some(("vision_tower.blocks", 1)),
+            ),
+            ("h.12", None),
+            ("0.weight", None),
+            ("image_projection", None),
+            ("model.layers..weight", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(stack_ref(key).map(|s| (s.prefix, s.index)), want, "{key}");
+        }
+        let sizes = stack_sizes([
+            "enc.layers.0.w",
+            "enc.layers.1.w",
+            "dec.layers.2.w",
+            "convs.0.w",
+            "head.w",
+        ]);
+        assert_eq!(sizes.len(), 3);
+        assert_eq!(
+            (sizes["enc.layers"], sizes["dec.layers"], sizes["convs"]),
+            (2, 3, 1)
+        );
     }
 
     #[test]

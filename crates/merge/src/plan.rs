@@ -1,10 +1,13 @@
 //! From a config to a merge plan: which input tensors make each output tensor, with every
 //! parameter evaluated for it. The rules follow mergekit 0.1.5 (`docs/mergekit-semantics.md`).
 //!
-//! - **Depth t** (for gradient parameters): a `models:` config is one slice over all layers. In
-//!   a slice of n layers, layer j has t = j / (n − 1) (t = 1 when n = 1); the gradient restarts
-//!   in each slice. Tensors outside the layers (embeddings, final norm, heads) have t = 0.
-//!   Layer tensors are those whose key holds a layer index (`mmerge_core::keys`).
+//! - **Depth t** (for gradient parameters): in a slice of n layers, layer j has t = j / (n − 1)
+//!   (t = 1 when n = 1); the gradient restarts in each slice. A `models:` config is one slice
+//!   over the layers of every numbered stack separately, as mergekit infers stacks for
+//!   checkpoints without a template: the first `.N.` of a key splits it into a stack prefix and
+//!   layer N (`keys::stack_ref`), so an encoder-decoder's `encoder.layers.N` and
+//!   `decoder.layers.N` and a vision tower's `convs.N` each run from t = 0 to 1. Tensors outside
+//!   every stack (embeddings, final norm, heads) have t = 0.
 //! - **Slices**: output layers are numbered consecutively across slices; output layer j of a
 //!   slice reads layer `layer_range[0] + j` of every source. Tensors before the layers are merged
 //!   from the first slice's sources, those after from the last slice's.
@@ -221,15 +224,13 @@ impl MergePlan {
             (Some(entries), _) => {
                 let reference = base.unwrap_or(index[entries[0].model.as_str()]);
                 let names = models[reference].names();
-                let n_layers = keys::layer_count(names.iter().map(String::as_str));
+                let stacks = keys::stack_sizes(names.iter().map(String::as_str));
                 let jobs = names
                     .iter()
                     .map(|name| Job {
                         out_key: name.clone(),
-                        depth: match keys::role(name) {
-                            TensorRole::Layer(i) => depth(i, n_layers),
-                            _ => OUTSIDE_DEPTH,
-                        },
+                        depth: keys::stack_ref(name)
+                            .map_or(OUTSIDE_DEPTH, |s| depth(s.index, stacks[s.prefix])),
                         members: base
                             .filter(|b| !entries.iter().any(|e| index[e.model.as_str()] == *b))
                             .map(|b| Member {
