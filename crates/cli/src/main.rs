@@ -8,6 +8,7 @@ mod demo;
 mod experts;
 mod torch;
 
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,6 +49,10 @@ enum Command {
         /// Threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// For a multi-document config (mergekit-multi's format): the folder of the named
+        /// merges' outputs (kept; one already there is not merged again unless --force).
+        #[arg(long, short = 'I')]
+        intermediate_dir: Option<PathBuf>,
     },
     /// Merge the modality experts of a multiway checkpoint into its `shared` keys, into OUT_DIR.
     #[command(name = "experts", visible_alias = "merge-experts")]
@@ -189,6 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             no_tokenizer,
             threads,
+            intermediate_dir,
         } => {
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
@@ -201,16 +207,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.seed = seed;
             opts.copy_tokenizer = !no_tokenizer;
             let bar = progress(0, "merging");
-            let s = mmerge_merge::merge_file(&config, &opts, &bar)?;
-            println!(
-                "{}: {} tensors, {:.1} MB written, {:.1} MB read, {:.2} s -> {}",
-                s.method,
-                s.tensors,
-                s.bytes_written as f64 / 1e6,
-                s.bytes_read as f64 / 1e6,
-                s.seconds,
-                s.out.display()
-            );
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let n_docs = mmerge_merge::multi::split(&text).len();
+            match intermediate_dir {
+                None if n_docs > 1 => anyhow::bail!(
+                    "{}: {n_docs} merges in one file (a multi-document config); pass \
+                     --intermediate-dir DIR for the outputs of the named ones",
+                    config.display()
+                ),
+                None => print_summary(&mmerge_merge::merge_file(&config, &opts, &bar)?),
+                Some(dir) => {
+                    for (name, outcome) in
+                        mmerge_merge::multi::merge_documents(&config, &dir, &opts, &bar)?
+                    {
+                        let name = name.as_deref().unwrap_or("(final)");
+                        match outcome {
+                            mmerge_merge::multi::Outcome::Merged(s) => {
+                                print!("{name}: ");
+                                print_summary(&s);
+                            }
+                            mmerge_merge::multi::Outcome::Kept(dir) => println!(
+                                "{name}: kept {} (already merged; --force merges it again)",
+                                dir.display()
+                            ),
+                        }
+                    }
+                }
+            }
         }
         Command::Distance {
             a,
@@ -292,4 +316,16 @@ pub(crate) fn distance(
         mmerge_distance::compare_with_progress(&ca, &cb, cbase.as_ref(), &opts, Some(&bar))?;
     bar.finish_and_clear();
     Ok(report)
+}
+
+fn print_summary(s: &mmerge_merge::MergeSummary) {
+    println!(
+        "{}: {} tensors, {:.1} MB written, {:.1} MB read, {:.2} s -> {}",
+        s.method,
+        s.tensors,
+        s.bytes_written as f64 / 1e6,
+        s.bytes_read as f64 / 1e6,
+        s.seconds,
+        s.out.display()
+    );
 }

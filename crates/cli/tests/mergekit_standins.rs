@@ -33,3 +33,72 @@ fn every_standin_case_matches_mergekit() {
     }
     eprintln!("largest scaled difference: {:.3e} at {}", worst.0, worst.1);
 }
+
+/// A multi-document config (mergekit-multi): every merge, intermediate and final, matches; a
+/// second run keeps the intermediates; without `--intermediate-dir` it is refused.
+#[test]
+fn multi_document_config_matches_mergekit_multi() {
+    let dir = fixtures("standins");
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, inter) = (tmp.path().join("final"), tmp.path().join("inter"));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "merge",
+            "multi/multi_chain.yml",
+            out.to_str().unwrap(),
+            "-I",
+            inter.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mmerge(&dir, &args)
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // Dependency order: ab, then ab_ties (reads ab), then the final merge (reads both).
+    let at = |s: &str| stdout.find(s).unwrap_or_else(|| panic!("{s} in {stdout}"));
+    assert!(at("ab: slerp") < at("ab_ties: ties") && at("ab_ties: ties") < at("(final): linear"));
+    let expected = dir.join("expected/multi_chain");
+    for name in ["ab", "ab_ties"] {
+        assert_matches(
+            name,
+            &inter.join(name),
+            &expected.join("intermediate").join(name),
+        );
+    }
+    assert_matches("final", &out, &expected.join("final"));
+
+    let again = run(&["--force"]);
+    assert!(again.status.success());
+    let o = mmerge(
+        &dir,
+        &[
+            "merge",
+            "multi/multi_chain.yml",
+            tmp.path().join("final2").to_str().unwrap(),
+            "-I",
+            inter.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("ab: kept") && stdout.contains("ab_ties: kept"),
+        "{stdout}"
+    );
+
+    let o = mmerge(
+        &dir,
+        &[
+            "merge",
+            "multi/multi_chain.yml",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("pass --intermediate-dir"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

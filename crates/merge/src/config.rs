@@ -37,6 +37,9 @@ pub struct MergeConfig {
     pub out_dtype: Option<Spanned<Dtype>>,
     pub tokenizer_source: Option<String>,
     pub name: Option<String>,
+    /// Outputs of earlier documents of a multi-document config, by their `name`: a model
+    /// reference equal to one of these names reads that output (set by `multi`).
+    pub model_dirs: BTreeMap<String, PathBuf>,
     /// mmerge's extension for data-dependent methods: per model (as the config names it), the
     /// statistics folder collected on data (`mmerge-torch statistics`).
     pub statistics: Option<BTreeMap<String, String>>,
@@ -242,6 +245,7 @@ impl MergeConfig {
             out_dtype,
             tokenizer_source: raw.tokenizer_source,
             name: raw.name,
+            model_dirs: BTreeMap::new(),
             statistics: raw.statistics,
             align: raw.align,
         };
@@ -361,6 +365,16 @@ impl MergeConfig {
     /// The output dtype: `out_dtype`, else `dtype`, else (`None`) the inputs'.
     pub fn output_dtype(&self) -> Option<Dtype> {
         self.out_dtype.or(self.dtype).map(|d| d.value)
+    }
+
+    /// Where a model reference of this config lives: an earlier document's output when the
+    /// reference is its name, else the reference as a path (relative paths are taken from the
+    /// current directory, as mergekit does).
+    pub fn model_path(&self, model: &str) -> PathBuf {
+        self.model_dirs
+            .get(model)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(model))
     }
 
     /// Every model path the config names, base first, without repeats.
@@ -491,12 +505,6 @@ fn is_gradient(v: &ParamValue) -> bool {
         ParamValue::Filtered(entries) => entries.iter().any(|e| is_gradient(&e.value)),
         ParamValue::Bool(_) | ParamValue::Number(_) => false,
     }
-}
-
-/// Resolves a model reference of a config: a path (relative paths are taken from the current
-/// directory, as mergekit does).
-pub fn model_path(model: &str) -> PathBuf {
-    PathBuf::from(model)
 }
 
 #[cfg(test)]

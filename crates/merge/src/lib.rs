@@ -16,6 +16,7 @@ pub mod error;
 pub mod exec;
 pub mod experts;
 pub mod methods;
+pub mod multi;
 pub mod params;
 pub mod plan;
 
@@ -90,6 +91,17 @@ pub fn merge_file(
     progress: &ProgressBar,
 ) -> Result<MergeSummary> {
     let text = std::fs::read_to_string(config).map_err(|e| CoreError::io(config, e))?;
+    let docs = multi::split(&text);
+    if docs.len() > 1 {
+        return Err(MergeError::Config {
+            path: config.to_path_buf(),
+            line: Some(docs[1].0),
+            message: format!(
+                "{} merges in one file (a multi-document config); they need a folder for the named ones' outputs",
+                docs.len()
+            ),
+        });
+    }
     let cfg = MergeConfig::from_yaml(&text, config)?;
     let plan = MergePlan::new(&cfg, config, opts.seed)?;
     run(&plan, &text, opts, progress)

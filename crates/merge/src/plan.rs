@@ -28,7 +28,7 @@ use mmerge_core::{Checkpoint, Dtype, OutputTensor};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::config::{MergeConfig, OutputSlice, model_path};
+use crate::config::{MergeConfig, OutputSlice};
 use crate::error::{MergeError, Result};
 use crate::methods::{
     DynKernel, Inputs, Kind, Method, MethodKind, ParamSpec, Scope, Statistics, TensorPlan, Value,
@@ -129,8 +129,8 @@ fn align_models(
         };
         let (out_a, out_b) = (scratch.join("reference"), scratch.join("other"));
         crate::align::io::zip_checkpoints(
-            &model_path(&reference),
-            &model_path(other),
+            &cfg.model_path(&reference),
+            &cfg.model_path(other),
             &out_a,
             &out_b,
             true,
@@ -145,8 +145,8 @@ fn align_models(
     for (i, r) in others.iter().enumerate() {
         let out = scratch.join(format!("model-{i}"));
         crate::align::io::align_checkpoints(
-            &model_path(&reference),
-            &model_path(r),
+            &cfg.model_path(&reference),
+            &cfg.model_path(r),
             &out,
             true,
             method,
@@ -208,7 +208,10 @@ impl MergePlan {
         let mut index: HashMap<&str, usize> = HashMap::new();
         for r in &refs {
             index.insert(r, models.len());
-            let path = aligned.get(*r).cloned().unwrap_or_else(|| model_path(r));
+            let path = aligned
+                .get(*r)
+                .cloned()
+                .unwrap_or_else(|| cfg.model_path(r));
             models.push(Checkpoint::open(path)?);
         }
         let base = cfg.base_model.as_deref().map(|b| index[b]);
