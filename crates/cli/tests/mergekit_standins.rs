@@ -102,3 +102,35 @@ fn multi_document_config_matches_mergekit_multi() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A module name the checkpoint does not have is refused with its line and the names it has.
+#[test]
+fn unknown_module_is_refused_with_the_modules_there_are() {
+    let dir = fixtures("standins");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("m.yml");
+    let a = dir.join("models/florence_a");
+    std::fs::write(
+        &cfg,
+        format!(
+            "merge_method: linear\nmodules:\n  vision_tower:\n    models:\n      - model: {}\n",
+            a.display()
+        ),
+    )
+    .unwrap();
+    let o = mmerge(
+        &dir,
+        &[
+            "merge",
+            cfg.to_str().unwrap(),
+            tmp.path().join("out").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("m.yml:3: module `vision_tower` is not a module of")
+            && err.contains("its modules: default, language_model.model.decoder.layers, language_model.model.encoder.layers, vision_tower.blocks, vision_tower.convs"),
+        "{err}"
+    );
+}

@@ -31,6 +31,8 @@ pub struct MergeConfig {
     pub merge_method: Spanned<MethodKind>,
     pub models: Option<Vec<InputModel>>,
     pub slices: Option<Vec<OutputSlice>>,
+    /// mergekit's per-module form: module name → its own models and parameters.
+    pub modules: Option<BTreeMap<String, Module>>,
     pub base_model: Option<String>,
     pub parameters: ParamMap,
     pub dtype: Option<Spanned<Dtype>>,
@@ -77,6 +79,8 @@ struct RawConfig {
     #[serde(default)]
     slices: Option<Vec<OutputSlice>>,
     #[serde(default)]
+    modules: Option<BTreeMap<String, Module>>,
+    #[serde(default)]
     base_model: Option<String>,
     #[serde(default)]
     parameters: ParamMap,
@@ -101,6 +105,25 @@ pub struct InputModel {
     pub model: String,
     #[serde(default)]
     pub parameters: ParamMap,
+}
+
+/// One module of `modules:` (mergekit's per-module form). Module names are those mergekit
+/// infers from the tensor names: every numbered stack by its prefix
+/// (`vision_tower.convs`), the tensors outside the stacks as `default`; a checkpoint with one
+/// stack is one module, `default`. Only the listed modules are written, as mergekit does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Module {
+    #[serde(default)]
+    pub models: Option<Vec<InputModel>>,
+    /// Accepted by the parser only to be refused by name (per-module slices).
+    #[serde(default)]
+    slices: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pub parameters: ParamMap,
+    /// The YAML line of the module's name (set by [`MergeConfig::from_yaml`]).
+    #[serde(skip)]
+    pub line: Option<usize>,
 }
 
 /// One entry of `slices:`: a run of output layers built from `sources`.
@@ -180,14 +203,45 @@ impl MergeConfig {
         };
         let dtype_v = dtype("dtype", &raw.dtype)?;
         let out_dtype = dtype("out_dtype", &raw.out_dtype)?;
-        match (&raw.models, &raw.slices) {
-            (Some(_), Some(_)) => {
+        let forms = [
+            ("models", raw.models.is_some()),
+            ("slices", raw.slices.is_some()),
+            ("modules", raw.modules.is_some()),
+        ];
+        let given: Vec<&str> = forms.iter().filter(|f| f.1).map(|f| f.0).collect();
+        if given.len() > 1 {
+            return Err(err(
+                at(&[Key(given[1])]),
+                format!(
+                    "give one of `models`, `slices` or `modules`, not `{}`",
+                    given.join("` and `")
+                ),
+            ));
+        }
+        let mut raw = raw;
+        for (name, m) in raw.modules.iter_mut().flatten() {
+            let line = at(&[Key("modules"), Key(name)]);
+            m.line = line;
+            if m.slices.is_some() {
                 return Err(err(
-                    at(&[Key("slices")]),
-                    "give `models` or `slices`, not both".into(),
+                    at(&[Key("modules"), Key(name), Key("slices")]),
+                    format!(
+                        "module `{name}`: `slices` inside `modules` are not supported; give the module `models`"
+                    ),
                 ));
             }
-            (None, None) => return Err(err(None, "the config needs `models` or `slices`".into())),
+            if m.models.as_ref().is_none_or(Vec::is_empty) {
+                return Err(err(line, format!("module `{name}` has no `models`")));
+            }
+        }
+        match (&raw.models, &raw.slices) {
+            (None, None) if raw.modules.as_ref().is_some_and(|m| !m.is_empty()) => {}
+            (None, None) => {
+                return Err(err(
+                    None,
+                    "the config needs `models`, `slices` or `modules`".into(),
+                ));
+            }
             (Some(m), None) if m.is_empty() => {
                 return Err(err(at(&[Key("models")]), "`models` is empty".into()));
             }
@@ -239,6 +293,7 @@ impl MergeConfig {
             },
             models: raw.models,
             slices,
+            modules: raw.modules,
             base_model: raw.base_model,
             parameters: raw.parameters,
             dtype: dtype_v,
@@ -311,10 +366,10 @@ impl MergeConfig {
                     ),
                 ));
             }
-            if cfg.slices.is_some() {
+            if cfg.models.is_none() {
                 return Err(err(
                     at(&[Key("align")]),
-                    "`align` works with `models:`, not `slices:`".into(),
+                    "`align` works with `models:`, not `slices:` or `modules:`".into(),
                 ));
             }
         }
@@ -389,15 +444,29 @@ impl MergeConfig {
     }
 
     /// Every mention of a model, in [`Self::model_refs`] order, with its YAML path.
-    fn model_mentions(&self) -> Vec<(&str, Vec<Seg<'static>>)> {
+    fn model_mentions(&self) -> Vec<(&str, Vec<Seg<'_>>)> {
         use Seg::{Index, Key};
-        let mut all: Vec<(&str, Vec<Seg<'static>>)> = self
+        let mut all: Vec<(&str, Vec<Seg<'_>>)> = self
             .base_model
             .iter()
             .map(|b| (b.as_str(), vec![Key("base_model")]))
             .collect();
         for (i, m) in self.models.iter().flatten().enumerate() {
             all.push((&m.model, vec![Key("models"), Index(i), Key("model")]));
+        }
+        for (name, module) in self.modules.iter().flatten() {
+            for (i, m) in module.models.iter().flatten().enumerate() {
+                all.push((
+                    &m.model,
+                    vec![
+                        Key("modules"),
+                        Key(name),
+                        Key("models"),
+                        Index(i),
+                        Key("model"),
+                    ],
+                ));
+            }
         }
         for (i, s) in self.slices.iter().flatten().enumerate() {
             if let Some(b) = &s.base_model {
@@ -444,6 +513,26 @@ impl MergeConfig {
                 true,
                 vec![Key("models"), Index(i), Key("parameters")],
             ));
+        }
+        for (name, module) in self.modules.iter().flatten() {
+            maps.push((
+                &module.parameters,
+                false,
+                vec![Key("modules"), Key(name), Key("parameters")],
+            ));
+            for (i, m) in module.models.iter().flatten().enumerate() {
+                maps.push((
+                    &m.parameters,
+                    true,
+                    vec![
+                        Key("modules"),
+                        Key(name),
+                        Key("models"),
+                        Index(i),
+                        Key("parameters"),
+                    ],
+                ));
+            }
         }
         for (i, s) in self.slices.iter().flatten().enumerate() {
             maps.push((
@@ -553,7 +642,7 @@ mod tests {
         let e = parse("models:\n  - model: a\nmerge_method: linear\ndtype: int4\n").unwrap_err();
         assert!(e.contains("cfg.yml:4: unknown dtype `int4`"), "{e}");
         let e = parse("merge_method: linear\n").unwrap_err();
-        assert!(e.contains("needs `models` or `slices`"), "{e}");
+        assert!(e.contains("needs `models`, `slices` or `modules`"), "{e}");
     }
 
     #[test]
@@ -600,5 +689,32 @@ mod tests {
             Some(4)
         );
         assert_eq!(locate("a: 1\n", &[Seg::Key("b")]), None);
+    }
+
+    #[test]
+    fn modules_form_is_checked_with_lines() {
+        let y = "merge_method: linear\nmodules:\n  default:\n    models:\n      - model: a\n        parameters: {weight: 1, weigth: 2}\n";
+        let e = parse(y).unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:6: unknown parameter `weigth`"),
+            "{e}"
+        );
+        let y = "merge_method: linear\nmodules:\n  default:\n    slices: []\n";
+        let e = parse(y).unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:4: module `default`: `slices` inside"),
+            "{e}"
+        );
+        let y = "merge_method: linear\nmodels:\n  - model: a\nmodules:\n  default:\n    models:\n      - model: a\n";
+        let e = parse(y).unwrap_err();
+        assert!(e.starts_with("cfg.yml:4: give one of"), "{e}");
+        let y = "merge_method: linear\nmodules:\n  x:\n    parameters: {weight: 1}\n";
+        let e = parse(y).unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:3: module `x` has no `models`"),
+            "{e}"
+        );
+        let c = parse("merge_method: linear\nmodules:\n  default:\n    models:\n      - model: a\n      - model: b\n").unwrap();
+        assert_eq!(c.model_refs(), ["a", "b"]);
     }
 }

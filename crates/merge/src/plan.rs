@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use mmerge_core::keys::{self, TensorRole};
 use mmerge_core::{Checkpoint, Dtype, OutputTensor};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::config::{MergeConfig, OutputSlice};
+use crate::config::{InputModel, MergeConfig, Module, OutputSlice};
 use crate::error::{MergeError, Result};
 use crate::methods::{
     DynKernel, Inputs, Kind, Method, MethodKind, ParamSpec, Scope, Statistics, TensorPlan, Value,
@@ -223,38 +223,21 @@ impl MergePlan {
             models.push(open_statistics(method, Path::new(dir))?);
         }
 
-        let (jobs, out_layers) = match (&cfg.models, &cfg.slices) {
-            (Some(entries), _) => {
+        let (jobs, out_layers) = match (&cfg.models, &cfg.slices, &cfg.modules) {
+            (Some(entries), _, _) => {
                 let reference = base.unwrap_or(index[entries[0].model.as_str()]);
                 let names = models[reference].names();
-                let stacks = keys::stack_sizes(names.iter().map(String::as_str));
-                let jobs = names
-                    .iter()
-                    .map(|name| Job {
-                        out_key: name.clone(),
-                        depth: keys::stack_ref(name)
-                            .map_or(OUTSIDE_DEPTH, |s| depth(s.index, stacks[s.prefix])),
-                        members: base
-                            .filter(|b| !entries.iter().any(|e| index[e.model.as_str()] == *b))
-                            .map(|b| Member {
-                                model: b,
-                                key: name.clone(),
-                                params: EMPTY,
-                            })
-                            .into_iter()
-                            .chain(entries.iter().map(|e| Member {
-                                model: index[e.model.as_str()],
-                                key: name.clone(),
-                                params: &e.parameters,
-                            }))
-                            .collect(),
-                        slice_params: EMPTY,
-                    })
-                    .collect();
+                let jobs = model_jobs(names, entries, &index, base, EMPTY, |_| true);
                 (jobs, None)
             }
-            (None, Some(slices)) => slice_jobs(slices, &models, &index, base, &cfg_err)?,
-            (None, None) => return Err(cfg_err(None, "no models or slices".into())),
+            (None, Some(slices), _) => slice_jobs(slices, &models, &index, base, &cfg_err)?,
+            (None, None, Some(modules)) => (
+                module_jobs(cfg, modules, &models, &index, base, &cfg_err)?,
+                None,
+            ),
+            (None, None, None) => {
+                return Err(cfg_err(None, "no models, slices or modules".into()));
+            }
         };
 
         let mut groups = Vec::with_capacity(jobs.len());
@@ -401,6 +384,98 @@ impl MergePlan {
     pub fn model_path(&self, i: usize) -> PathBuf {
         self.models[i].path().to_path_buf()
     }
+}
+
+/// The jobs of a `models:` list over the tensors `names` (of the reference model) that `keep`
+/// selects: every model's tensor of the same name, the base added when the list lacks it, with
+/// `scope` as the parameters between the models' and the top level's (a module's).
+fn model_jobs<'a>(
+    names: &[String],
+    entries: &'a [InputModel],
+    index: &HashMap<&str, usize>,
+    base: Option<usize>,
+    scope: &'a ParamMap,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<Job<'a>> {
+    let stacks = keys::stack_sizes(names.iter().map(String::as_str));
+    names
+        .iter()
+        .filter(|name| keep(name))
+        .map(|name| Job {
+            out_key: name.clone(),
+            depth: keys::stack_ref(name)
+                .map_or(OUTSIDE_DEPTH, |s| depth(s.index, stacks[s.prefix])),
+            members: base
+                .filter(|b| !entries.iter().any(|e| index[e.model.as_str()] == *b))
+                .map(|b| Member {
+                    model: b,
+                    key: name.clone(),
+                    params: EMPTY,
+                })
+                .into_iter()
+                .chain(entries.iter().map(|e| Member {
+                    model: index[e.model.as_str()],
+                    key: name.clone(),
+                    params: &e.parameters,
+                }))
+                .collect(),
+            slice_params: scope,
+        })
+        .collect()
+}
+
+/// The module of a tensor, as mergekit infers modules for a checkpoint without a template:
+/// the prefix of its numbered stack when the checkpoint has several stacks, else `default`.
+fn module_of<'k>(name: &'k str, several_stacks: bool) -> &'k str {
+    match keys::stack_ref(name) {
+        Some(s) if several_stacks => s.prefix,
+        _ => "default",
+    }
+}
+
+/// The jobs of a `modules:` config: each listed module's tensors from its own models.
+fn module_jobs<'a>(
+    cfg: &'a MergeConfig,
+    modules: &'a BTreeMap<String, Module>,
+    models: &[Checkpoint],
+    index: &HashMap<&str, usize>,
+    base: Option<usize>,
+    cfg_err: &dyn Fn(Option<usize>, String) -> MergeError,
+) -> Result<Vec<Job<'a>>> {
+    let first = modules
+        .values()
+        .find_map(|m| m.models.as_ref()?.first())
+        .ok_or_else(|| cfg_err(None, "`modules` lists no models".into()))?;
+    let reference = base.unwrap_or(index[first.model.as_str()]);
+    let names = models[reference].names();
+    let several = keys::stack_sizes(names.iter().map(String::as_str)).len() > 1;
+    let known: BTreeSet<&str> = names.iter().map(|n| module_of(n, several)).collect();
+    let mut jobs = Vec::new();
+    for (name, module) in modules {
+        if !known.contains(name.as_str()) {
+            return Err(cfg_err(
+                module.line,
+                format!(
+                    "module `{name}` is not a module of {}; its modules: {}",
+                    cfg.model_refs()
+                        .into_iter()
+                        .find(|r| index[r] == reference)
+                        .unwrap_or("the base model"),
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let entries = module.models.as_deref().unwrap_or_default();
+        jobs.extend(model_jobs(
+            names,
+            entries,
+            index,
+            base,
+            &module.parameters,
+            |n| module_of(n, several) == name,
+        ));
+    }
+    Ok(jobs)
 }
 
 fn slice_jobs<'a>(
