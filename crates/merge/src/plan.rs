@@ -426,7 +426,7 @@ fn model_jobs<'a>(
 
 /// The module of a tensor, as mergekit infers modules for a checkpoint without a template:
 /// the prefix of its numbered stack when the checkpoint has several stacks, else `default`.
-fn module_of<'k>(name: &'k str, several_stacks: bool) -> &'k str {
+fn module_of(name: &str, several_stacks: bool) -> &str {
     match keys::stack_ref(name) {
         Some(s) if several_stacks => s.prefix,
         _ => "default",
