@@ -26,7 +26,14 @@ fn every_standin_case_matches_mergekit() {
             "{case}: mmerge failed: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let w = assert_matches(case, &out, &dir.join("expected").join(case));
+        let expected = dir.join("expected").join(case);
+        let w = assert_matches(case, &out, &expected);
+        // The vocabulary size follows the output tokenizer, as mergekit writes it.
+        let vocab = |d: &std::path::Path| -> serde_json::Value {
+            let text = std::fs::read_to_string(d.join("config.json")).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()["vocab_size"].clone()
+        };
+        assert_eq!(vocab(&out), vocab(&expected), "{case}: vocab_size");
         if w.0 > worst.0 {
             worst = w;
         }
@@ -133,4 +140,33 @@ fn unknown_module_is_refused_with_the_modules_there_are() {
             && err.contains("its modules: default, language_model.model.decoder.layers, language_model.model.encoder.layers, vision_tower.blocks, vision_tower.convs"),
         "{err}"
     );
+}
+
+/// `union` over different vocabularies (mergekit builds a merged tokenizer) is refused by name.
+#[test]
+fn union_of_different_vocabularies_is_refused() {
+    let dir = fixtures("standins");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("u.yml");
+    let m = |n: &str| dir.join("models").join(n).display().to_string();
+    std::fs::write(
+        &cfg,
+        format!(
+            "merge_method: linear\nmodels:\n  - model: {}\n  - model: {}\ntokenizer:\n  source: union\n",
+            m("tok_a"),
+            m("tok_b")
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = mmerge(
+        &dir,
+        &["merge", cfg.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("u.yml:6: tokenizer source `union` over models with different vocabularies is not supported"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
 }

@@ -37,7 +37,8 @@ pub struct MergeConfig {
     pub parameters: ParamMap,
     pub dtype: Option<Spanned<Dtype>>,
     pub out_dtype: Option<Spanned<Dtype>>,
-    pub tokenizer_source: Option<String>,
+    /// The output vocabulary, from `tokenizer:` or `tokenizer_source:` (`crate::vocab`).
+    pub tokenizer: Option<TokenizerSpec>,
     pub name: Option<String>,
     /// Outputs of earlier documents of a multi-document config, by their `name`: a model
     /// reference equal to one of these names reads that output (set by `multi`).
@@ -91,11 +92,40 @@ struct RawConfig {
     #[serde(default)]
     tokenizer_source: Option<String>,
     #[serde(default)]
+    tokenizer: Option<RawTokenizer>,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     statistics: Option<BTreeMap<String, String>>,
     #[serde(default)]
     align: Option<AlignConfig>,
+}
+
+/// `tokenizer:` as YAML spells it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenizer {
+    #[serde(default = "union_source")]
+    source: String,
+    #[serde(default)]
+    tokens: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    pad_to_multiple_of: Option<usize>,
+}
+
+/// mergekit's default `tokenizer.source`.
+fn union_source() -> String {
+    "union".into()
+}
+
+/// The output vocabulary of a merge (`crate::vocab`): `source` is `base`, `union` or a model
+/// of the merge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenizerSpec {
+    pub source: String,
+    pub pad_to_multiple_of: Option<usize>,
+    /// The YAML line of the source.
+    pub line: Option<usize>,
 }
 
 /// One entry of `models:`.
@@ -286,6 +316,39 @@ impl MergeConfig {
                 }
             }
         }
+        let tokenizer = match (raw.tokenizer_source, raw.tokenizer) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    at(&[Key("tokenizer")]),
+                    "give `tokenizer` or `tokenizer_source`, not both".into(),
+                ));
+            }
+            (Some(source), None) => Some(TokenizerSpec {
+                source,
+                pad_to_multiple_of: None,
+                line: at(&[Key("tokenizer_source")]),
+            }),
+            (None, Some(t)) => {
+                if t.tokens.is_some() {
+                    return Err(err(
+                        at(&[Key("tokenizer"), Key("tokens")]),
+                        "`tokenizer.tokens` (per-token embedding sources) is not supported".into(),
+                    ));
+                }
+                if t.pad_to_multiple_of == Some(0) {
+                    return Err(err(
+                        at(&[Key("tokenizer"), Key("pad_to_multiple_of")]),
+                        "`pad_to_multiple_of` must be at least 1".into(),
+                    ));
+                }
+                Some(TokenizerSpec {
+                    source: t.source,
+                    pad_to_multiple_of: t.pad_to_multiple_of,
+                    line: at(&[Key("tokenizer"), Key("source")]).or(at(&[Key("tokenizer")])),
+                })
+            }
+            (None, None) => None,
+        };
         let cfg = MergeConfig {
             merge_method: Spanned {
                 value: method,
@@ -298,7 +361,7 @@ impl MergeConfig {
             parameters: raw.parameters,
             dtype: dtype_v,
             out_dtype,
-            tokenizer_source: raw.tokenizer_source,
+            tokenizer,
             name: raw.name,
             model_dirs: BTreeMap::new(),
             statistics: raw.statistics,
@@ -312,20 +375,17 @@ impl MergeConfig {
                 ));
             }
         }
-        if let Some(src) = &cfg.tokenizer_source {
-            let line = at(&[Key("tokenizer_source")]);
-            if src == "union" {
-                return Err(err(
-                    line,
-                    "tokenizer_source `union` is not supported; use `base` or a model path".into(),
-                ));
-            }
-            if src != "base" && !cfg.model_refs().contains(&src.as_str()) {
-                return Err(err(
-                    line,
-                    format!("tokenizer_source `{src}` is not a model of this merge"),
-                ));
-            }
+        if let Some(t) = &cfg.tokenizer
+            && !["base", "union"].contains(&t.source.as_str())
+            && !cfg.model_refs().contains(&t.source.as_str())
+        {
+            return Err(err(
+                t.line,
+                format!(
+                    "tokenizer source `{}` is not a model of this merge",
+                    t.source
+                ),
+            ));
         }
         if method.needs_base() && cfg.base_model.is_none() {
             return Err(err(
@@ -675,7 +735,7 @@ mod tests {
         let e = parse("merge_method: linear\nmodels:\n  - model: a\ntokenizer_source: c\n")
             .unwrap_err();
         assert!(
-            e.starts_with("cfg.yml:4: tokenizer_source `c` is not a model"),
+            e.starts_with("cfg.yml:4: tokenizer source `c` is not a model"),
             "{e}"
         );
         let e =
@@ -716,5 +776,37 @@ mod tests {
         );
         let c = parse("merge_method: linear\nmodules:\n  default:\n    models:\n      - model: a\n      - model: b\n").unwrap();
         assert_eq!(c.model_refs(), ["a", "b"]);
+    }
+
+    #[test]
+    fn tokenizer_section_is_checked_with_lines() {
+        let m = "merge_method: linear\nmodels:\n  - model: a\n";
+        let e = parse(&format!(
+            "{m}tokenizer:\n  source: base\n  tokens:\n    x: {{source: a}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.starts_with("cfg.yml:6: `tokenizer.tokens`"), "{e}");
+        let e = parse(&format!(
+            "{m}tokenizer_source: base\ntokenizer:\n  source: base\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:5: give `tokenizer` or `tokenizer_source`"),
+            "{e}"
+        );
+        let e = parse(&format!("{m}tokenizer:\n  pad_to_multiple_of: 0\n")).unwrap_err();
+        assert!(e.starts_with("cfg.yml:5: `pad_to_multiple_of`"), "{e}");
+        let e = parse(&format!("{m}tokenizer:\n  source: c\n")).unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:5: tokenizer source `c` is not a model"),
+            "{e}"
+        );
+        // mergekit's default source is `union`.
+        let c = parse(&format!("{m}tokenizer:\n  pad_to_multiple_of: 8\n")).unwrap();
+        let t = c.tokenizer.unwrap();
+        assert_eq!(
+            (t.source.as_str(), t.pad_to_multiple_of),
+            ("union", Some(8))
+        );
     }
 }

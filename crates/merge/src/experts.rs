@@ -229,7 +229,7 @@ pub fn plan(
     plan.config_model = 0;
     plan.tokenizer_model = 0;
     // The result is the `shared` model of the same preset.
-    plan.config_updates = vec![("sharing", "shared")];
+    plan.config_updates = vec![("sharing", "shared".into())];
     Ok(plan)
 }
 

@@ -19,6 +19,7 @@ pub mod methods;
 pub mod multi;
 pub mod params;
 pub mod plan;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -165,7 +166,7 @@ fn write_side_files(
             }
             for (key, v) in &plan.config_updates {
                 if obj.contains_key(*key) {
-                    obj.insert(key.to_string(), (*v).into());
+                    obj.insert(key.to_string(), v.clone());
                 }
             }
         }

@@ -81,7 +81,7 @@ pub struct MergePlan {
     pub out_dtype_name: Option<&'static str>,
     /// Values replacing those of keys the copied `config.json` has (an expert-into-shared
     /// merge writes `sharing: shared`).
-    pub config_updates: Vec<(&'static str, &'static str)>,
+    pub config_updates: Vec<(&'static str, serde_json::Value)>,
     /// Seed of DARE's random masks.
     pub seed: u64,
     /// Aligned copies of input models (`align:`), removed when the plan is dropped.
@@ -195,14 +195,14 @@ impl MergePlan {
         let method = cfg.method();
 
         let refs = cfg.model_refs();
-        let scratch = cfg.align.as_ref().map(|_| {
+        let scratch = (cfg.align.is_some() || cfg.tokenizer.is_some()).then(|| {
             static PLANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = PLANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Scratch(std::env::temp_dir().join(format!("mmerge-align-{}-{n}", std::process::id())))
+            Scratch(std::env::temp_dir().join(format!("mmerge-scratch-{}-{n}", std::process::id())))
         });
         let aligned = match &scratch {
-            Some(s) => align_models(cfg, &refs, &s.0)?,
-            None => HashMap::new(),
+            Some(s) if cfg.align.is_some() => align_models(cfg, &refs, &s.0)?,
+            _ => HashMap::new(),
         };
         let mut models = Vec::with_capacity(refs.len());
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -240,32 +240,46 @@ impl MergePlan {
             }
         };
 
+        let first = refs
+            .iter()
+            .position(|r| Some(index[r]) != base)
+            .unwrap_or(0);
+        let config_model = base.unwrap_or(first);
+        let mut reads = HashMap::new();
+        let mut config_updates = vec![];
+        let tokenizer_model = match (&cfg.tokenizer, &scratch) {
+            (Some(spec), Some(s)) => {
+                let n = refs.len();
+                let v = crate::vocab::prepare(
+                    spec,
+                    &mut models,
+                    n,
+                    &index,
+                    base,
+                    first,
+                    &s.0,
+                    cfg_path,
+                )?;
+                reads = v.redirects;
+                if let Some(rows) = v.vocab_size {
+                    config_updates.push(("vocab_size", rows.into()));
+                }
+                v.source
+            }
+            _ => config_model,
+        };
         let mut groups = Vec::with_capacity(jobs.len());
         for job in jobs {
             groups.push(plan_group(
                 &cfg.parameters,
                 method,
-                &models,
+                (&models, &reads),
                 &stats,
                 base,
                 out_dtype,
                 job,
             )?);
         }
-        let first = refs
-            .iter()
-            .position(|r| Some(index[r]) != base)
-            .unwrap_or(0);
-        let config_model = base.unwrap_or(first);
-        let tokenizer_model = match cfg.tokenizer_source.as_deref() {
-            None | Some("base") => config_model,
-            Some(other) => *index.get(other).ok_or_else(|| {
-                cfg_err(
-                    None,
-                    format!("tokenizer_source `{other}` is not a model of this merge"),
-                )
-            })?,
-        };
         Ok(MergePlan {
             method,
             models,
@@ -273,7 +287,7 @@ impl MergePlan {
             config_model,
             tokenizer_model,
             out_layers,
-            config_updates: vec![],
+            config_updates,
             out_dtype_name: out_dtype.map(|d| match d {
                 Dtype::BF16 => "bfloat16",
                 Dtype::F16 => "float16",
@@ -343,7 +357,13 @@ impl MergePlan {
                 slice_params: EMPTY,
             };
             planned.push(plan_group(
-                parameters, method, &models, &stats, base, None, job,
+                parameters,
+                method,
+                (&models, &HashMap::new()),
+                &stats,
+                base,
+                None,
+                job,
             )?);
         }
         Ok(MergePlan {
@@ -706,10 +726,16 @@ fn open_statistics(method: MethodKind, dir: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint::open(path)?)
 }
 
+/// (model, tensor) → the checkpoint that holds the tensor's data instead of the model's own
+/// (its re-indexed vocabulary, `crate::vocab`).
+type Reads = HashMap<(usize, String), usize>;
+
+/// Plans one output tensor. `models` are the plan's checkpoints with the [`Reads`] that
+/// redirect some members' data; a member's `model` stays its identity (base, statistics).
 fn plan_group<'a>(
     top: &'a ParamMap,
     method: MethodKind,
-    models: &[Checkpoint],
+    (checkpoints, reads): (&[Checkpoint], &Reads),
     stats: &[Option<usize>],
     base: Option<usize>,
     out_dtype: Option<Dtype>,
@@ -717,10 +743,18 @@ fn plan_group<'a>(
 ) -> Result<Group> {
     let key = job.out_key.as_str();
     let t = job.depth;
+    // The checkpoint a member's data is read from.
+    let read = |m: &Member<'_>| {
+        reads
+            .get(&(m.model, m.key.clone()))
+            .copied()
+            .unwrap_or(m.model)
+    };
+    let models = checkpoints;
     // Every member must hold the tensor, with one shape.
     let first = &job.members[0];
     let first_meta =
-        models[first.model]
+        models[read(first)]
             .meta(&first.key)
             .ok_or_else(|| MergeError::MissingKey {
                 key: first.key.clone(),
@@ -730,7 +764,7 @@ fn plan_group<'a>(
                     .to_path_buf(),
             })?;
     for m in &job.members[1..] {
-        let meta = models[m.model]
+        let meta = models[read(m)]
             .meta(&m.key)
             .ok_or_else(|| MergeError::MissingKey {
                 key: m.key.clone(),
@@ -749,7 +783,7 @@ fn plan_group<'a>(
     }
     let base_member = job.members.iter().position(|m| Some(m.model) == base);
     let src = |i: usize| Source {
-        model: job.members[i].model,
+        model: read(&job.members[i]),
         key: job.members[i].key.clone(),
     };
     let mut group = Group {
