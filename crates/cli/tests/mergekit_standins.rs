@@ -170,3 +170,33 @@ fn union_of_different_vocabularies_is_refused() {
     );
     assert!(!out.exists(), "nothing written");
 }
+
+/// `slices:` on a checkpoint with several numbered stacks is refused (as mergekit does), with
+/// the stacks it found.
+#[test]
+fn slices_over_several_stacks_are_refused() {
+    let dir = fixtures("standins");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("s.yml");
+    let a = dir.join("models/whisper_a").display().to_string();
+    std::fs::write(
+        &cfg,
+        format!("merge_method: passthrough\nslices:\n  - sources:\n      - model: {a}\n        layer_range: [0, 2]\n"),
+    )
+    .unwrap();
+    let o = mmerge(
+        &dir,
+        &[
+            "merge",
+            cfg.to_str().unwrap(),
+            tmp.path().join("out").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("s.yml:5: `slices` need a checkpoint with one numbered layer stack")
+            && err.contains("has 2: model.decoder.layers, model.encoder.layers"),
+        "{err}"
+    );
+}

@@ -505,6 +505,24 @@ fn slice_jobs<'a>(
     base: Option<usize>,
     cfg_err: &dyn Fn(Option<usize>, String) -> MergeError,
 ) -> Result<(Vec<Job<'a>>, Option<usize>)> {
+    // mergekit plans slices for one module only; a checkpoint with several numbered stacks
+    // (an encoder-decoder, a vision tower beside a language model) is refused there too.
+    let first = &models[index[slices[0].sources[0].model.as_str()]];
+    let stacks = keys::stack_sizes(first.names().iter().map(String::as_str));
+    if stacks.len() > 1 {
+        let mut names: Vec<&str> = stacks.keys().copied().collect();
+        names.sort_unstable();
+        return Err(cfg_err(
+            slices[0].sources[0].layer_range_line,
+            format!(
+                "`slices` need a checkpoint with one numbered layer stack; {} has {}: {} \
+                 (merge it with `models:` or `modules:`)",
+                first.path().display(),
+                names.len(),
+                names.join(", ")
+            ),
+        ));
+    }
     let mut layer_jobs = Vec::new();
     let mut offset = 0usize;
     for (si, slice) in slices.iter().enumerate() {
