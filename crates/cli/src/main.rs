@@ -48,6 +48,11 @@ enum Command {
         /// Threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// `mergekit`: compute as mergekit does in the config's float16/bfloat16 `dtype`
+        /// (linear, task_arithmetic, ties, slerp), to reproduce its merges bit for bit;
+        /// `float64` (the default): float64 with one rounding. Overrides the config's `numerics`.
+        #[arg(long, value_parser = parse_numerics)]
+        numerics: Option<mmerge_merge::Numerics>,
     },
     /// Merge the modality experts of a multiway checkpoint into its `shared` keys, into OUT_DIR.
     #[command(name = "experts", visible_alias = "merge-experts")]
@@ -96,6 +101,15 @@ enum Command {
     /// Collect the statistics data-dependent merges read (Gram matrices, Fisher, expert
     /// activations) of a trained model on a suite (runs in mmerge-torch).
     Statistics(torch::Args),
+}
+
+fn parse_numerics(s: &str) -> Result<mmerge_merge::Numerics, String> {
+    mmerge_merge::Numerics::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown numerics `{s}`; valid: {}",
+            mmerge_merge::Numerics::NAMES
+        )
+    })
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -189,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed,
             no_tokenizer,
             threads,
+            numerics,
         } => {
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
@@ -200,6 +215,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.max_shard_bytes = max_shard_size;
             opts.seed = seed;
             opts.copy_tokenizer = !no_tokenizer;
+            opts.numerics = numerics;
             let bar = progress(0, "merging");
             let s = mmerge_merge::merge_file(&config, &opts, &bar)?;
             println!(

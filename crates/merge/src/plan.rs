@@ -261,7 +261,10 @@ impl MergePlan {
                 &models,
                 &stats,
                 base,
-                out_dtype,
+                Arithmetic {
+                    out_dtype,
+                    mergekit_half: cfg.mergekit_half(),
+                },
                 job,
             )?);
         }
@@ -356,7 +359,13 @@ impl MergePlan {
                 slice_params: EMPTY,
             };
             planned.push(plan_group(
-                parameters, method, &models, &stats, base, None, job,
+                parameters,
+                method,
+                &models,
+                &stats,
+                base,
+                Arithmetic::default(),
+                job,
             )?);
         }
         Ok(MergePlan {
@@ -627,15 +636,27 @@ fn open_statistics(method: MethodKind, dir: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint::open(path)?)
 }
 
+/// The output dtype of a merge (`None`: the inputs') and the half dtype that
+/// `numerics: mergekit` computes in (`None`: float64 numerics).
+#[derive(Debug, Clone, Copy, Default)]
+struct Arithmetic {
+    out_dtype: Option<Dtype>,
+    mergekit_half: Option<crate::numerics::Half>,
+}
+
 fn plan_group<'a>(
     top: &'a ParamMap,
     method: MethodKind,
     models: &[Checkpoint],
     stats: &[Option<usize>],
     base: Option<usize>,
-    out_dtype: Option<Dtype>,
+    arithmetic: Arithmetic,
     job: Job<'a>,
 ) -> Result<Group> {
+    let Arithmetic {
+        out_dtype,
+        mergekit_half,
+    } = arithmetic;
     let key = job.out_key.as_str();
     let t = job.depth;
     // Every member must hold the tensor, with one shape.
@@ -731,7 +752,7 @@ fn plan_group<'a>(
         Statistics::None => vec![None; job.members.len()],
         _ => job.members.iter().map(stat_source).collect(),
     };
-    let planned = (m.plan)(&TensorPlan {
+    let tensor_plan = TensorPlan {
         key,
         shape: &first_meta.shape,
         members: job.members.len(),
@@ -742,7 +763,11 @@ fn plan_group<'a>(
             .iter()
             .map(|s| s.as_ref().map(|(_, shape)| shape.clone()))
             .collect(),
-    })?;
+    };
+    let planned = match mergekit_half {
+        Some(half) => crate::numerics::plan(method, &tensor_plan, half)?,
+        None => (m.plan)(&tensor_plan)?,
+    };
     group.base = planned.base.map(src);
     group.inputs = planned.inputs.into_iter().map(src).collect();
     for i in planned.statistics {
