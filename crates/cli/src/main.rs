@@ -53,6 +53,11 @@ enum Command {
         /// merges' outputs (kept; one already there is not merged again unless --force).
         #[arg(long, short = 'I')]
         intermediate_dir: Option<PathBuf>,
+        /// `mergekit`: compute as mergekit does in the config's float16/bfloat16 `dtype`
+        /// (linear, task_arithmetic, ties, slerp), to reproduce its merges bit for bit;
+        /// `float64` (the default): float64 with one rounding. Overrides the config's `numerics`.
+        #[arg(long, value_parser = parse_numerics)]
+        numerics: Option<mmerge_merge::Numerics>,
     },
     /// Merge the modality experts of a multiway checkpoint into its `shared` keys, into OUT_DIR.
     #[command(name = "experts", visible_alias = "merge-experts")]
@@ -101,6 +106,15 @@ enum Command {
     /// Collect the statistics data-dependent merges read (Gram matrices, Fisher, expert
     /// activations) of a trained model on a suite (runs in mmerge-torch).
     Statistics(torch::Args),
+}
+
+fn parse_numerics(s: &str) -> Result<mmerge_merge::Numerics, String> {
+    mmerge_merge::Numerics::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown numerics `{s}`; valid: {}",
+            mmerge_merge::Numerics::NAMES
+        )
+    })
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -195,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_tokenizer,
             threads,
             intermediate_dir,
+            numerics,
         } => {
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
@@ -206,6 +221,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.max_shard_bytes = max_shard_size;
             opts.seed = seed;
             opts.copy_tokenizer = !no_tokenizer;
+            opts.numerics = numerics;
             let bar = progress(0, "merging");
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;

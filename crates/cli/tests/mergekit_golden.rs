@@ -6,6 +6,9 @@
 //! Tolerance: |ours − mergekit| ≤ 1e-6 · max(1, |mergekit|) per element (f32). A purely
 //! relative bound is meaningless for entries near zero that come out of cancellation (mergekit
 //! itself computes in f32; we compute in f64 and round once).
+//!
+//! Cases whose config sets a half `dtype` (`mmerge_merge::numerics::GOLDENS`) are left to
+//! `mergekit_numerics.rs`, which compares them bit for bit under `numerics: mergekit`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,12 +21,18 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mergekit")
 }
 
+/// Whether a case computes in a half dtype (compared in `mergekit_numerics.rs`).
+fn is_half(case: &str) -> bool {
+    mmerge_merge::numerics::GOLDENS.contains(&case)
+}
+
 fn cases() -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(fixtures().join("cases"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yml"))
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .filter(|c| !is_half(c))
         .collect();
     v.sort();
     v

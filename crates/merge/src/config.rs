@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::error::{MergeError, Result};
 use crate::methods::{MethodKind, Scope};
+use crate::numerics::{self, Half, Numerics};
 use crate::params::{ParamMap, ParamValue};
 
 /// A parsed value and the 1-based YAML line it came from.
@@ -39,6 +40,9 @@ pub struct MergeConfig {
     pub out_dtype: Option<Spanned<Dtype>>,
     /// The output vocabulary, from `tokenizer:` or `tokenizer_source:` (`crate::vocab`).
     pub tokenizer: Option<TokenizerSpec>,
+    /// mmerge's extension: `numerics: mergekit` computes as mergekit does in a half `dtype`
+    /// (`crate::numerics`); the default is float64 with one rounding.
+    pub numerics: Spanned<Numerics>,
     pub name: Option<String>,
     /// Outputs of earlier documents of a multi-document config, by their `name`: a model
     /// reference equal to one of these names reads that output (set by `multi`).
@@ -89,6 +93,8 @@ struct RawConfig {
     dtype: Option<String>,
     #[serde(default)]
     out_dtype: Option<String>,
+    #[serde(default)]
+    numerics: Option<String>,
     #[serde(default)]
     tokenizer_source: Option<String>,
     #[serde(default)]
@@ -233,6 +239,22 @@ impl MergeConfig {
         };
         let dtype_v = dtype("dtype", &raw.dtype)?;
         let out_dtype = dtype("out_dtype", &raw.out_dtype)?;
+        let numerics = match &raw.numerics {
+            None => Spanned {
+                value: Numerics::Float64,
+                line: None,
+            },
+            Some(name) => {
+                let line = at(&[Key("numerics")]);
+                let value = Numerics::from_name(name).ok_or_else(|| {
+                    err(
+                        line,
+                        format!("unknown numerics `{name}`; valid: {}", Numerics::NAMES),
+                    )
+                })?;
+                Spanned { value, line }
+            }
+        };
         let forms = [
             ("models", raw.models.is_some()),
             ("slices", raw.slices.is_some()),
@@ -362,6 +384,7 @@ impl MergeConfig {
             dtype: dtype_v,
             out_dtype,
             tokenizer,
+            numerics,
             name: raw.name,
             model_dirs: BTreeMap::new(),
             statistics: raw.statistics,
@@ -394,6 +417,7 @@ impl MergeConfig {
             ));
         }
         cfg.check_statistics(text, path)?;
+        cfg.check_numerics(path)?;
         if let Some(a) = &cfg.align {
             let line = at(&[Key("align"), Key("method")]);
             let (m, o) = crate::align::AlignMethod::from_name(&a.method)
@@ -435,6 +459,64 @@ impl MergeConfig {
         }
         cfg.check_param_names(text, path)?;
         Ok(cfg)
+    }
+
+    /// Sets the numerics (`mmerge merge --numerics`), overriding the config's, and checks them.
+    pub fn with_numerics(mut self, numerics: Numerics, path: &Path) -> Result<Self> {
+        if numerics != self.numerics.value {
+            self.numerics = Spanned {
+                value: numerics,
+                line: None,
+            };
+        }
+        self.check_numerics(path)?;
+        Ok(self)
+    }
+
+    /// The half dtype that `numerics: mergekit` computes in (`None`: float64 numerics).
+    pub fn mergekit_half(&self) -> Option<Half> {
+        match self.numerics.value {
+            Numerics::Float64 => None,
+            Numerics::Mergekit => self.dtype.and_then(|d| Half::of(d.value)),
+        }
+    }
+
+    /// `numerics: mergekit` needs a half `dtype` and a method it emulates.
+    fn check_numerics(&self, path: &Path) -> Result<()> {
+        if self.numerics.value == Numerics::Float64 {
+            return Ok(());
+        }
+        let err = |message: String| MergeError::Config {
+            path: path.to_path_buf(),
+            line: self.numerics.line,
+            message,
+        };
+        if self.mergekit_half().is_none() {
+            let found = match self.dtype {
+                None => "; the config sets no `dtype`".to_string(),
+                Some(d) => format!(
+                    ", not `dtype: {}`",
+                    match d.value {
+                        Dtype::F32 => "float32",
+                        Dtype::F64 => "float64",
+                        other => other.as_str(),
+                    }
+                ),
+            };
+            return Err(err(format!(
+                "numerics `mergekit` reproduces mergekit's half-precision arithmetic: it needs \
+                 `dtype: float16` or `dtype: bfloat16`{found}"
+            )));
+        }
+        let method = self.method();
+        if !numerics::supports(method) {
+            return Err(err(format!(
+                "numerics `mergekit` is implemented for {}, not for merge_method `{}`",
+                numerics::METHODS.map(MethodKind::name).join(", "),
+                method.name()
+            )));
+        }
+        Ok(())
     }
 
     /// `statistics:` names models of this merge, and only for a method that reads them.
@@ -703,6 +785,49 @@ mod tests {
         assert!(e.contains("cfg.yml:4: unknown dtype `int4`"), "{e}");
         let e = parse("merge_method: linear\n").unwrap_err();
         assert!(e.contains("needs `models`, `slices` or `modules`"), "{e}");
+    }
+
+    #[test]
+    fn numerics_mergekit_needs_a_half_dtype_and_an_emulated_method() {
+        let m = "models:\n  - model: a\n    parameters: {weight: 1}\n";
+        let c = parse(&format!(
+            "{m}merge_method: linear\ndtype: bfloat16\nnumerics: mergekit\n"
+        ))
+        .unwrap();
+        assert_eq!(c.numerics.line, Some(6));
+        assert_eq!(c.mergekit_half(), Some(Half::BF16));
+        let c = parse(&format!("{m}merge_method: linear\ndtype: float16\n")).unwrap();
+        assert_eq!(c.numerics.value, Numerics::Float64);
+        assert_eq!(c.mergekit_half(), None);
+        let e = parse(&format!(
+            "{m}merge_method: linear\ndtype: float16\nnumerics: half\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:6: unknown numerics `half`; valid: float64, mergekit"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "{m}merge_method: linear\nnumerics: mergekit\ndtype: float32\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.starts_with("cfg.yml:5: numerics `mergekit` reproduces") && e.contains("float32"),
+            "{e}"
+        );
+        let e = parse(&format!("{m}merge_method: linear\nnumerics: mergekit\n")).unwrap_err();
+        assert!(e.contains("bfloat16`; the config sets no `dtype`"), "{e}");
+        let e = parse(
+            "models:\n  - model: a\n  - model: b\nmerge_method: karcher\ndtype: float16\nnumerics: mergekit\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "cfg.yml:6: numerics `mergekit` is implemented for linear, task_arithmetic, \
+                 ties, slerp, not for merge_method `karcher`"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod exec;
 pub mod experts;
 pub mod methods;
 pub mod multi;
+pub mod numerics;
 pub mod params;
 pub mod plan;
 pub mod vocab;
@@ -30,6 +31,7 @@ use mmerge_core::{CheckpointWriter, CoreError};
 pub use config::MergeConfig;
 pub use error::{MergeError, Result};
 pub use methods::MethodKind;
+pub use numerics::Numerics;
 pub use plan::MergePlan;
 
 /// Tokenizer and generation files copied from the tokenizer model, when present.
@@ -59,6 +61,8 @@ pub struct MergeOptions {
     pub seed: u64,
     /// Copy tokenizer files to the output.
     pub copy_tokenizer: bool,
+    /// Overrides the config's `numerics` (`None`: as the config says).
+    pub numerics: Option<Numerics>,
 }
 
 impl MergeOptions {
@@ -70,6 +74,7 @@ impl MergeOptions {
             max_shard_bytes: 5_000_000_000,
             seed: 0,
             copy_tokenizer: true,
+            numerics: None,
         }
     }
 }
@@ -103,7 +108,10 @@ pub fn merge_file(
             ),
         });
     }
-    let cfg = MergeConfig::from_yaml(&text, config)?;
+    let mut cfg = MergeConfig::from_yaml(&text, config)?;
+    if let Some(n) = opts.numerics {
+        cfg = cfg.with_numerics(n, config)?;
+    }
     let plan = MergePlan::new(&cfg, config, opts.seed)?;
     run(&plan, &text, opts, progress)
 }

@@ -206,6 +206,9 @@ pub fn merge_documents(
     for i in order {
         let doc = &mut docs[i];
         doc.config.model_dirs = dirs.clone();
+        if let Some(n) = opts.numerics {
+            doc.config = doc.config.clone().with_numerics(n, config)?;
+        }
         let out = match &doc.name {
             Some(n) => dirs[n].clone(),
             None => opts.out.clone(),

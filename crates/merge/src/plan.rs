@@ -276,7 +276,10 @@ impl MergePlan {
                 (&models, &reads),
                 &stats,
                 base,
-                out_dtype,
+                Arithmetic {
+                    out_dtype,
+                    mergekit_half: cfg.mergekit_half(),
+                },
                 job,
             )?);
         }
@@ -362,7 +365,7 @@ impl MergePlan {
                 (&models, &HashMap::new()),
                 &stats,
                 base,
-                None,
+                Arithmetic::default(),
                 job,
             )?);
         }
@@ -744,6 +747,14 @@ fn open_statistics(method: MethodKind, dir: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint::open(path)?)
 }
 
+/// The output dtype of a merge (`None`: the inputs') and the half dtype that
+/// `numerics: mergekit` computes in (`None`: float64 numerics).
+#[derive(Debug, Clone, Copy, Default)]
+struct Arithmetic {
+    out_dtype: Option<Dtype>,
+    mergekit_half: Option<crate::numerics::Half>,
+}
+
 /// (model, tensor) → the checkpoint that holds the tensor's data instead of the model's own
 /// (its re-indexed vocabulary, `crate::vocab`).
 type Reads = HashMap<(usize, String), usize>;
@@ -756,9 +767,13 @@ fn plan_group<'a>(
     (checkpoints, reads): (&[Checkpoint], &Reads),
     stats: &[Option<usize>],
     base: Option<usize>,
-    out_dtype: Option<Dtype>,
+    arithmetic: Arithmetic,
     job: Job<'a>,
 ) -> Result<Group> {
+    let Arithmetic {
+        out_dtype,
+        mergekit_half,
+    } = arithmetic;
     let key = job.out_key.as_str();
     let t = job.depth;
     // The checkpoint a member's data is read from.
@@ -862,7 +877,7 @@ fn plan_group<'a>(
         Statistics::None => vec![None; job.members.len()],
         _ => job.members.iter().map(stat_source).collect(),
     };
-    let planned = (m.plan)(&TensorPlan {
+    let tensor_plan = TensorPlan {
         key,
         shape: &first_meta.shape,
         members: job.members.len(),
@@ -873,7 +888,11 @@ fn plan_group<'a>(
             .iter()
             .map(|s| s.as_ref().map(|(_, shape)| shape.clone()))
             .collect(),
-    })?;
+    };
+    let planned = match mergekit_half {
+        Some(half) => crate::numerics::plan(method, &tensor_plan, half)?,
+        None => (m.plan)(&tensor_plan)?,
+    };
     group.base = planned.base.map(src);
     group.inputs = planned.inputs.into_iter().map(src).collect();
     for i in planned.statistics {

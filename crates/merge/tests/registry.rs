@@ -144,6 +144,13 @@ fn every_method_has_mergekit_goldens() {
             }
         }
     }
+    // The half-precision cases pin `numerics: mergekit` of a method it emulates.
+    for case in mmerge_merge::numerics::GOLDENS {
+        let method = MethodKind::from_name(&case_method(case)).unwrap();
+        assert!(mmerge_merge::numerics::supports(method), "`{case}`");
+        assert!(fixtures().join("expected").join(case).is_dir(), "`{case}`");
+        claimed.push(case.to_string());
+    }
     // Every case on disk belongs to a method that lists it.
     for entry in std::fs::read_dir(fixtures().join("cases")).unwrap() {
         let path = entry.unwrap().path();
