@@ -41,6 +41,7 @@ pub mod nuslerp;
 pub mod passthrough;
 pub mod ram;
 pub mod regmean;
+pub mod sce;
 pub mod slerp;
 
 /// Declares the registry: `Variant => module::CONST,` per method, in the order `mmerge methods`
@@ -96,6 +97,7 @@ registry! {
     Karcher => karcher::KARCHER,
     Ram => ram::RAM,
     RamPlusTl => ram::RAMPLUS_TL,
+    Sce => sce::SCE,
 }
 
 impl MethodKind {
