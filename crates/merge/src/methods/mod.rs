@@ -29,6 +29,7 @@ use mmerge_core::hash::{GOLDEN_GAMMA, fnv1a, splitmix64, unit_f64};
 use crate::error::Result;
 use crate::exec::{Chunk, Passes, TensorExec};
 
+pub mod arcee_fusion;
 pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
@@ -98,6 +99,7 @@ registry! {
     Ram => ram::RAM,
     RamPlusTl => ram::RAMPLUS_TL,
     Sce => sce::SCE,
+    ArceeFusion => arcee_fusion::ARCEE_FUSION,
 }
 
 impl MethodKind {
