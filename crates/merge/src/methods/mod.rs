@@ -29,6 +29,7 @@ use mmerge_core::hash::{GOLDEN_GAMMA, fnv1a, splitmix64, unit_f64};
 use crate::error::Result;
 use crate::exec::{Chunk, Passes, TensorExec};
 
+pub mod arcee_fusion;
 pub mod fisher;
 pub mod gradmatch;
 pub mod gta;
@@ -41,6 +42,7 @@ pub mod nuslerp;
 pub mod passthrough;
 pub mod ram;
 pub mod regmean;
+pub mod sce;
 pub mod slerp;
 
 /// Declares the registry: `Variant => module::CONST,` per method, in the order `mmerge methods`
@@ -96,6 +98,8 @@ registry! {
     Karcher => karcher::KARCHER,
     Ram => ram::RAM,
     RamPlusTl => ram::RAMPLUS_TL,
+    Sce => sce::SCE,
+    ArceeFusion => arcee_fusion::ARCEE_FUSION,
 }
 
 impl MethodKind {
