@@ -177,6 +177,112 @@ fn dare_keeps_the_density_fraction_and_rescales_the_l1_norm() {
 }
 
 #[test]
+fn della_keeps_large_entries_more_often_by_rank_and_rescales_the_l1_norm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // Rows of 1000 do not divide a chunk: many rows cross a chunk boundary.
+    let (rows, cols) = (240, 1000);
+    let n = rows * cols;
+    assert!(n > 3 * mmerge_merge::exec::CHUNK);
+    let mut g = Gen::new(11);
+    let tau: Vec<f32> = g.vec(n, 1.0);
+    let l1: f64 = tau.iter().map(|x| f64::from(x.abs())).sum();
+    let name = "model.layers.0.w";
+    let base = vec![(name.to_string(), vec![rows, cols], vec![0.0f32; n])];
+    let x = vec![(name.to_string(), vec![rows, cols], tau.clone())];
+    write_model(&d.join("base"), Dtype::F32, &base, usize::MAX, &[]).unwrap();
+    write_model(&d.join("x"), Dtype::F32, &x, usize::MAX, &[]).unwrap();
+    let yaml = |density: f64, epsilon: f64, rescale: bool| {
+        format!(
+            "merge_method: della_linear\nbase_model: {b}\nmodels:\n  - model: {x}\n    parameters: {{weight: 1, density: {density}, epsilon: {epsilon}}}\nparameters: {{rescale: {rescale}}}\n",
+            b = p(d, "base").display(),
+            x = p(d, "x").display()
+        )
+    };
+    // The ascending |τ| rank position of every entry within its row.
+    let mut position = vec![0usize; n];
+    for r in 0..rows {
+        let mut order: Vec<usize> = (r * cols..(r + 1) * cols).collect();
+        order.sort_by(|&a, &b| tau[a].abs().total_cmp(&tau[b].abs()));
+        for (q, &j) in order.iter().enumerate() {
+            position[j] = q;
+        }
+    }
+    const BANDS: usize = 5;
+    for (density, epsilon, rescale) in [(0.5, 0.3, true), (0.3, 0.1, false), (0.6, 0.0, true)] {
+        let v = merge(d, &yaml(density, epsilon, rescale), 9)
+            .unwrap()
+            .read_f32(name)
+            .unwrap();
+        // Per band of rank positions: the kept fraction against the mean keep probability
+        // density − ε + 2ε·q/(cols − 1) of its entries.
+        let mut kept = [0usize; BANDS];
+        let mut count = [0usize; BANDS];
+        let mut want = [0f64; BANDS];
+        for j in 0..n {
+            let q = position[j];
+            let band = q * BANDS / cols;
+            count[band] += 1;
+            want[band] += density - epsilon + 2.0 * epsilon * q as f64 / (cols - 1) as f64;
+            kept[band] += usize::from(v[j] != 0.0);
+        }
+        let mut fractions = [0f64; BANDS];
+        for b in 0..BANDS {
+            let (c, p) = (count[b] as f64, want[b] / count[b] as f64);
+            fractions[b] = kept[b] as f64 / c;
+            // Four binomial standard deviations.
+            let bound = 4.0 * (p * (1.0 - p) / c).sqrt();
+            assert!(
+                (fractions[b] - p).abs() < bound,
+                "density {density} ε {epsilon} band {b}: kept {} want {p} (±{bound})",
+                fractions[b]
+            );
+        }
+        if epsilon > 0.0 {
+            // Larger entries of a row survive more often.
+            assert!(fractions.windows(2).all(|w| w[0] < w[1]), "{fractions:?}");
+        }
+        // Kept entries are τ·s with one factor per tensor: s = ‖τ‖₁/‖τ̂‖₁ with rescale, else 1.
+        let kept_l1: f64 = tau
+            .iter()
+            .zip(&v)
+            .filter(|(_, o)| **o != 0.0)
+            .map(|(t, _)| f64::from(t.abs()))
+            .sum();
+        let s = if rescale { l1 / kept_l1 } else { 1.0 };
+        for (t, o) in tau.iter().zip(&v) {
+            if *o != 0.0 {
+                assert!(
+                    (f64::from(*o) - f64::from(*t) * s).abs()
+                        <= 1e-6 * f64::from(t.abs()).max(1e-3) * s
+                );
+            }
+        }
+        if rescale {
+            let out_l1: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
+            assert!(
+                (out_l1 / l1 - 1.0).abs() < 1e-5,
+                "L1 norm preserved: {out_l1} vs {l1}"
+            );
+        }
+    }
+    // mergekit's check: density ± epsilon must stay inside (0, 1).
+    for (density, epsilon) in [(0.1, 0.15), (0.9, 0.15), (0.5, 0.5)] {
+        let e = merge(d, &yaml(density, epsilon, true), 9)
+            .err()
+            .unwrap_or_else(|| panic!("density {density} ε {epsilon} must be refused"))
+            .to_string();
+        assert!(e.contains("epsilon") && e.contains("(0, 1)"), "{e}");
+    }
+    // Density 0 and 1 are not checked (mergekit returns zeros or τ first).
+    let all = merge(d, &yaml(1.0, 0.3, true), 9)
+        .unwrap()
+        .read_f32(name)
+        .unwrap();
+    assert_eq!(all, tau);
+}
+
+#[test]
 fn same_config_and_seed_give_the_same_bytes_whatever_the_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
@@ -194,7 +300,7 @@ fn same_config_and_seed_give_the_same_bytes_whatever_the_thread_count() {
         x = p(d, "x").display(),
         y = p(d, "y").display()
     );
-    for method in ["ties", "dare_ties", "slerp"] {
+    for method in ["ties", "dare_ties", "slerp", "breadcrumbs_ties", "della"] {
         let yaml = if method == "slerp" {
             format!(
                 "merge_method: slerp\nbase_model: {}\nmodels:\n  - model: {}\nparameters: {{t: 0.3}}\n",

@@ -173,6 +173,9 @@ fn gta_case(
         let params = Gta {
             weights: vec![0.6, -0.4, 1.1],
             densities: vec![dens; 3],
+            gammas: vec![],
+            epsilons: vec![],
+            shape: vec![],
             sparsify,
             rescale,
             elect_sign: elect,

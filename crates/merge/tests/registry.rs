@@ -258,6 +258,12 @@ fn check_against_oracle(k: MethodKind, flags: bool, seed: u64) {
         for spec in m.params.iter().filter(|s| s.scope != Scope::Shared) {
             own.insert(spec.name, Value::Number(number_for(&spec.kind, i)));
         }
+        // DELLA refuses an epsilon that takes density ± epsilon outside (0, 1).
+        if let (Some(Value::Number(d)), Some(Value::Number(e))) =
+            (own.get("density").copied(), own.get("epsilon").copied())
+        {
+            own.insert("epsilon", Value::Number(e.min(0.9 * d.min(1.0 - d))));
+        }
         let params: Vec<String> = own
             .iter()
             .map(|(n, v)| format!("{n}: {}", yaml_value(*v)))

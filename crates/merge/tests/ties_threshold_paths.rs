@@ -41,6 +41,9 @@ fn ties_case(tau: impl Fn(usize, usize) -> f32) {
     let params = Gta {
         weights: vec![1.0, 0.5],
         densities: vec![0.5; 2],
+        gammas: vec![],
+        epsilons: vec![],
+        shape: vec![],
         sparsify: Sparsify::Magnitude,
         rescale: false,
         elect_sign: true,

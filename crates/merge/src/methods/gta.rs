@@ -1,54 +1,78 @@
-//! Task-vector merging: task arithmetic, TIES and DARE, as one kernel (mergekit's
-//! "generalized task arithmetic").
+//! Task-vector merging: task arithmetic, TIES, DARE, Model Breadcrumbs and DELLA, as one
+//! kernel (mergekit's "generalized task arithmetic").
 //!
 //! With base θ₀ and inputs θᵢ, task vectors τᵢ = θᵢ − θ₀ and weights wᵢ:
-//! 1. **Sparsify** each τᵢ to τ̂ᵢ:
+//! 1. **Sparsify** each τᵢ to τ̂ᵢ (n = numel; all entries survive for densityᵢ ≥ 1):
 //!    - none (task arithmetic, arXiv 2212.04089);
-//!    - magnitude (TIES, arXiv 2306.01708): keep the k = max(1, ⌊densityᵢ · numel⌋) entries of
-//!      largest |τᵢ| in this tensor (all for density ≥ 1, none for density ≤ 0);
-//!    - random (DARE, arXiv 2311.03099): keep each entry with probability densityᵢ.
+//!    - magnitude (TIES, arXiv 2306.01708): keep the k = max(1, ⌊densityᵢ · n⌋) entries of
+//!      largest |τᵢ| in this tensor (none for density ≤ 0);
+//!    - random (DARE, arXiv 2311.03099): keep each entry with probability densityᵢ;
+//!    - magnitude outliers (Model Breadcrumbs, arXiv 2312.06795): with target = ⌊densityᵢ · n⌋,
+//!      top = ⌊gammaᵢ · n⌋ and bottom = max(0, n − target − top), rank |τᵢ| ascending and keep
+//!      the ranks [bottom, bottom + target): the smallest entries and the top largest ones
+//!      (the outliers) go;
+//!    - rank-dependent random (DELLA's MagPrune, arXiv 2406.11617): within each line of τᵢ
+//!      along its second axis (a tensor of fewer axes is one line), the entry of ascending
+//!      |τᵢ| rank q among m is kept with probability pᵢ = densityᵢ − εᵢ + 2εᵢ · q/(m − 1), so
+//!      large entries survive more often (none survive for density ≤ 0).
 //!
 //!    With `rescale`, a sparsified τ̂ᵢ is multiplied by ‖τᵢ‖₁ / ‖τ̂ᵢ‖₁ (left as is when either
 //!    norm is below 1e-7): mergekit's rule, which matches 1/density in expectation.
-//! 2. **Elect signs** (TIES and DARE-TIES): γ = sign(Σᵢ wᵢ τ̂ᵢ), with +1 where the sum is 0;
-//!    mᵢ = [sign(wᵢ τ̂ᵢ) = γ] (zeros never agree). Without election mᵢ = 1.
+//! 2. **Elect signs** (TIES, DARE-TIES, `breadcrumbs_ties`, `della`): γ = sign(Σᵢ wᵢ τ̂ᵢ), with
+//!    +1 where the sum is 0; mᵢ = [sign(wᵢ τ̂ᵢ) = γ] (zeros never agree). Without election mᵢ = 1.
 //! 3. **Combine**: δ = Σᵢ wᵢ τ̂ᵢ mᵢ; with `normalize`, δ /= Σᵢ wᵢ mᵢ (a zero divisor, or one below
 //!    1e-8 in magnitude without election, counts as 1).
 //! 4. θ = θ₀ + λ δ.
 //!
-//! Four registered methods are this one kernel with different steps and defaults (mergekit's
+//! Eight registered methods are this one kernel with different steps and defaults (mergekit's
 //! "generalized task arithmetic"): `task_arithmetic` (no sparsification, no election),
 //! `ties` (magnitude, election), `dare_linear` (random, no election), `dare_ties` (random,
-//! election). Parameters: `weight` (per input but the base, required), `density` (per input
-//! but the base, default 1, in [0, 1]; not for task arithmetic), shared `normalize`, `lambda`
-//! (default 1), `rescale` and `int8_mask` (accepted; it changes only mergekit's mask dtype).
-//! Defaults follow mergekit 0.1.5: `normalize` is true for TIES only; `rescale` is true for
-//! DARE and false for TIES.
+//! election), `breadcrumbs` (magnitude outliers, no election), `breadcrumbs_ties` (magnitude
+//! outliers, election), `della_linear` (rank-dependent random, no election) and `della`
+//! (rank-dependent random, election). Parameters: `weight` (per input but the base, required),
+//! `density` (per input but the base, default 1, in [0, 1]; not for task arithmetic), `gamma`
+//! (Breadcrumbs, per input but the base, default 0.01, in [0, 1]), `epsilon` (DELLA, per input
+//! but the base, default 0.15, in [0, 0.5]; mergekit refuses, and so do we, an ε that puts
+//! density ± ε outside (0, 1) when 0 < density < 1), shared `normalize`, `lambda` (default 1),
+//! `rescale` and `int8_mask` (accepted; it changes only mergekit's mask dtype). Defaults follow
+//! mergekit 0.1.5: `normalize` is true for TIES and `della` only; `rescale` is true for DARE and
+//! DELLA and false for TIES and Breadcrumbs.
 //!
 //! Statistics passes: TIES finds each input's exact top-k threshold of |τ| with a radix select
 //! over the f32 bit patterns (`mmerge_core::select`), plus a counting pass when entries tie at
-//! it; a rescaled TIES or DARE sums ‖τ‖₁ and ‖τ̂‖₁ over the whole tensor.
+//! it; Breadcrumbs finds two such thresholds (the band's two ends, as top-k counts n − bottom
+//! and n − bottom − target). DELLA reads the tensor once in whole slabs (one index of the first
+//! axis: a row of a matrix) to sum its norms and keep the masks of the slabs that cross a chunk
+//! boundary; the merge pass ranks the other slabs itself (`methods::sparsify`). A rescaled
+//! TIES, DARE or Breadcrumbs sums ‖τ‖₁ and ‖τ̂‖₁ over the whole tensor.
 //!
 //! Deviations from mergekit: float64 arithmetic per element and one rounding at the end
-//! (mergekit computes in the loaded dtype, bf16 included); TIES ties in |τ| at the threshold
-//! are broken by lowest index (mergekit's argsort order is unspecified); DARE draws its mask from
-//! a seeded per-element hash (`methods::uniform`) instead of torch's global RNG, so masks are
-//! reproducible across thread counts but differ from mergekit's (hence no DARE golden).
+//! (mergekit computes in the loaded dtype, bf16 included); ties in |τ| are broken by index
+//! (mergekit's sort order of equal magnitudes is unspecified): TIES and Breadcrumbs rank equal
+//! magnitudes lowest index first in descending order, DELLA lowest index first in ascending
+//! order; DARE and DELLA draw their masks from a seeded per-element hash (`methods::uniform`)
+//! instead of torch's global RNG, so masks are reproducible across thread counts but differ from
+//! mergekit's (hence no DARE or DELLA golden); a DELLA line of one entry (a one-column matrix)
+//! is kept with probability density, where mergekit's rank normalisation divides 0 by 0 and
+//! torch refuses the NaN probability; a tensor of fewer than two axes is one DELLA line and is
+//! read whole in its statistics pass (norm gains and biases are small); `gamma` and `epsilon`
+//! are refused outside [0, 1] and [0, 0.5] (mergekit takes any number; an ε of 0.5 or more
+//! always fails its own check for a density strictly inside (0, 1), a negative one would favour
+//! small entries).
 
 use std::sync::Arc;
 
-use std::ops::Range;
-
-use mmerge_core::hash::splitmix64;
-use mmerge_core::select::{Bracket, Pass, RadixSelect, Threshold};
-
 use super::linear::RUN;
+use super::sparsify::{
+    DellaDraw, DellaInput, Lines, band_counts, band_mask, della_chunk, della_pass, keep_rules,
+};
+pub use super::sparsify::{KeepRule, keep_count, sample_runs};
 use super::{
     Goldens, Inputs, Kernel, Kind, Method, OracleCase, ParamSpec, Planned, Reference, Scope,
-    Statistics, TensorPlan,
+    Statistics, TensorPlan, Values,
 };
-use crate::error::Result;
-use crate::exec::{BLOCK, Chunk, Passes};
+use crate::error::{MergeError, Result};
+use crate::exec::{Chunk, Passes};
 
 const DENSITY: ParamSpec = ParamSpec {
     name: "density",
@@ -82,6 +106,23 @@ const fn sparsified_params(normalize: bool, rescale: bool) -> [ParamSpec; 6] {
 }
 const DARE_GOLDENS: Goldens = Goldens::Unreproducible(
     "mergekit draws DARE's mask from torch's global RNG; ours is a seeded per-element hash",
+);
+/// Breadcrumbs' share of largest |τ| dropped as outliers (mergekit's default 0.01).
+const GAMMA: ParamSpec = ParamSpec::number("gamma", Scope::NonBase, 0.01, 1.0);
+/// DELLA's spread of keep probabilities around the density (mergekit's default 0.15).
+const EPSILON: ParamSpec = ParamSpec::number("epsilon", Scope::NonBase, 0.15, 0.5);
+/// [`sparsified_params`] with one more per-model parameter after `density`.
+const fn sparsified_params_with(
+    normalize: bool,
+    rescale: bool,
+    extra: ParamSpec,
+) -> [ParamSpec; 7] {
+    let p = sparsified_params(normalize, rescale);
+    [p[0], p[1], extra, p[2], p[3], p[4], p[5]]
+}
+const DELLA_GOLDENS: Goldens = Goldens::Unreproducible(
+    "mergekit draws DELLA's mask with torch.bernoulli from torch's global RNG; ours is a seeded \
+     per-element hash",
 );
 
 /// Task arithmetic (arXiv 2212.04089).
@@ -136,34 +177,89 @@ pub const DARE_TIES: Method = Method {
     goldens: DARE_GOLDENS,
 };
 
+/// Model Breadcrumbs (arXiv 2312.06795).
+pub const BREADCRUMBS: Method = Method {
+    name: "breadcrumbs",
+    reference: Reference::Arxiv("2312.06795"),
+    needs_base: true,
+    inputs: Inputs::Many,
+    statistics: Statistics::None,
+    params: &sparsified_params_with(false, false, GAMMA),
+    plan: |t| plan(t, Sparsify::Band, false),
+    oracle: |c| oracle_case(c, Sparsify::Band, false),
+    goldens: Goldens::Cases(&["breadcrumbs"]),
+};
+
+/// Model Breadcrumbs with TIES' sign election (arXiv 2312.06795).
+pub const BREADCRUMBS_TIES: Method = Method {
+    name: "breadcrumbs_ties",
+    reference: Reference::Arxiv("2312.06795"),
+    needs_base: true,
+    inputs: Inputs::Many,
+    statistics: Statistics::None,
+    params: &sparsified_params_with(false, false, GAMMA),
+    plan: |t| plan(t, Sparsify::Band, true),
+    oracle: |c| oracle_case(c, Sparsify::Band, true),
+    goldens: Goldens::Cases(&["breadcrumbs_ties"]),
+};
+
+/// DELLA with TIES' sign election (arXiv 2406.11617).
+pub const DELLA: Method = Method {
+    name: "della",
+    reference: Reference::Arxiv("2406.11617"),
+    needs_base: true,
+    inputs: Inputs::Many,
+    statistics: Statistics::None,
+    params: &sparsified_params_with(true, true, EPSILON),
+    plan: |t| plan(t, Sparsify::Della, true),
+    oracle: |c| oracle_case(c, Sparsify::Della, true),
+    goldens: DELLA_GOLDENS,
+};
+
+/// DELLA with linear combination (arXiv 2406.11617).
+pub const DELLA_LINEAR: Method = Method {
+    name: "della_linear",
+    reference: Reference::Arxiv("2406.11617"),
+    needs_base: true,
+    inputs: Inputs::Many,
+    statistics: Statistics::None,
+    params: &sparsified_params_with(false, true, EPSILON),
+    plan: |t| plan(t, Sparsify::Della, false),
+    oracle: |c| oracle_case(c, Sparsify::Della, false),
+    goldens: DELLA_GOLDENS,
+};
+
 fn plan(t: &TensorPlan<'_>, sparsify: Sparsify, elect_sign: bool) -> Result<Planned> {
     let inputs = t.non_base();
-    let densities = t
-        .values
-        .model_numbers(inputs.iter().copied(), "density", 1.0);
-    let weights = inputs
-        .iter()
-        .map(|&m| t.model_number(m, "weight"))
-        .collect();
+    let p = Gta::new(&t.values, &inputs, t.shape, sparsify, elect_sign);
+    if sparsify == Sparsify::Della {
+        // mergekit refuses a DELLA probability range that leaves (0, 1) for a density that
+        // sparsifies at all.
+        for (k, (&d, &e)) in p.densities.iter().zip(&p.epsilons).enumerate() {
+            if d > 0.0 && d < 1.0 && (d + e >= 1.0 || d - e <= 0.0) {
+                return Err(MergeError::Param {
+                    name: "epsilon".into(),
+                    key: t.key.into(),
+                    message: format!(
+                        "density ± epsilon must stay inside (0, 1); model {} has density {d} \
+                         and epsilon {e}",
+                        inputs[k]
+                    ),
+                });
+            }
+        }
+    }
     Ok(Planned {
         statistics: vec![],
         base: t.base,
-        kernel: Some(Arc::new(Gta::new(
-            weights, densities, sparsify, elect_sign, &t.values,
-        ))),
+        kernel: Some(Arc::new(p)),
         inputs,
     })
 }
 
 fn oracle_case(c: &OracleCase<'_>, sparsify: Sparsify, elect_sign: bool) -> Vec<f64> {
-    let n = c.inputs.len();
-    let p = Gta::new(
-        c.values.model_numbers(0..n, "weight", f64::NAN),
-        c.values.model_numbers(0..n, "density", 1.0),
-        sparsify,
-        elect_sign,
-        c.values,
-    );
+    let models: Vec<usize> = (0..c.inputs.len()).collect();
+    let p = Gta::new(c.values, &models, c.shape, sparsify, elect_sign);
     oracle(&p, c.tensor, c.seed, c.base.unwrap_or(&[]), c.inputs)
 }
 
@@ -171,8 +267,16 @@ fn oracle_case(c: &OracleCase<'_>, sparsify: Sparsify, elect_sign: bool) -> Vec<
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sparsify {
     None,
+    /// Top-k of |τ| (TIES).
     Magnitude,
+    /// Bernoulli with the density (DARE).
     Random,
+    /// A band of |τ| ranks below the outliers (Model Breadcrumbs, mergekit's
+    /// `magnitude_outliers`).
+    Band,
+    /// Bernoulli with rank-dependent probabilities per row (DELLA, mergekit's
+    /// `della_magprune`).
+    Della,
 }
 
 /// Evaluated parameters of a task-vector merge of one tensor.
@@ -180,6 +284,12 @@ pub enum Sparsify {
 pub struct Gta {
     pub weights: Vec<f64>,
     pub densities: Vec<f64>,
+    /// Breadcrumbs' per-input `gamma` (empty for the other sparsifications).
+    pub gammas: Vec<f64>,
+    /// DELLA's per-input `epsilon` (empty for the other sparsifications).
+    pub epsilons: Vec<f64>,
+    /// The tensor's shape (DELLA ranks along its second axis).
+    pub shape: Vec<usize>,
     pub sparsify: Sparsify,
     pub rescale: bool,
     pub elect_sign: bool,
@@ -187,53 +297,22 @@ pub struct Gta {
     pub lambda: f64,
 }
 
-/// Which entries of one input's task vector survive magnitude sparsification within a chunk:
-/// |τ| > `value`, or |τ| = `value` among the first `ties_left` such entries of the chunk (the
-/// executor gives each chunk its share, so the lowest-index ties are kept).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KeepRule {
-    pub value: f32,
-    pub ties_left: u64,
-    pub keep_all: bool,
-    pub keep_none: bool,
-}
-
-impl KeepRule {
-    /// Keeps every entry.
-    pub const ALL: KeepRule = KeepRule {
-        value: 0.0,
-        ties_left: 0,
-        keep_all: true,
-        keep_none: false,
-    };
-    /// Keeps no entry.
-    pub const NONE: KeepRule = KeepRule {
-        value: 0.0,
-        ties_left: 0,
-        keep_all: false,
-        keep_none: true,
-    };
-}
-
-/// What one input contributes to a chunk: its magnitude rule, its DARE random stream, and its
-/// L1 rescale factor.
+/// What one input contributes to a chunk: its magnitude rule (and Breadcrumbs' outlier rule
+/// `drop`), its DARE/DELLA random stream, and its L1 rescale factor.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InputRule {
     pub keep: KeepRule,
+    pub drop: KeepRule,
     pub stream: u64,
     pub scale: f64,
 }
 
-/// Number of entries magnitude sparsification keeps: all for density ≥ 1, none for density ≤ 0,
-/// else mergekit's `max(1, int(density * numel))`.
-pub fn keep_count(density: f64, numel: usize) -> u64 {
-    if density >= 1.0 {
-        numel as u64
-    } else if density <= 0.0 {
-        0
-    } else {
-        ((density * numel as f64).floor() as u64).max(1)
-    }
+/// What the statistics passes find for one tensor: `rules[i][c]` says how input i is
+/// sparsified and rescaled in chunk c; `della[i]` holds DELLA's straddling masks of input i.
+#[derive(Debug)]
+pub struct GtaStats {
+    pub rules: Vec<Vec<InputRule>>,
+    pub della: Vec<Option<DellaInput>>,
 }
 
 /// mergekit's L1 rescale factor ‖τ‖₁ / ‖τ̂‖₁, or 1 when either norm is below 1e-7.
@@ -246,18 +325,29 @@ pub fn l1_scale(full: f64, kept: f64) -> f64 {
 }
 
 impl Gta {
-    /// The parameters of one tensor from its evaluated shared values (`rescale`, `normalize`,
-    /// `lambda`; their defaults are the method's, filled in by the planner).
+    /// The parameters of one tensor of `shape` from its evaluated values: the per-model ones of
+    /// `models` (the merged inputs, in order), the shared `rescale`, `normalize` and `lambda`
+    /// (their defaults are the method's, filled in by the planner).
     pub fn new(
-        weights: Vec<f64>,
-        densities: Vec<f64>,
+        values: &Values,
+        models: &[usize],
+        shape: &[usize],
         sparsify: Sparsify,
         elect_sign: bool,
-        values: &super::Values,
     ) -> Self {
+        let per_model = |name, default, used| {
+            if used {
+                values.model_numbers(models.iter().copied(), name, default)
+            } else {
+                vec![]
+            }
+        };
         Gta {
-            weights,
-            densities,
+            weights: per_model("weight", f64::NAN, true),
+            densities: per_model("density", 1.0, true),
+            gammas: per_model("gamma", 0.01, sparsify == Sparsify::Band),
+            epsilons: per_model("epsilon", 0.15, sparsify == Sparsify::Della),
+            shape: shape.to_vec(),
             sparsify,
             rescale: values.flag("rescale").unwrap_or(false),
             elect_sign,
@@ -267,7 +357,9 @@ impl Gta {
     }
 
     /// τ̂ of input `i` over a chunk (`first` = index of its first element), before rescaling.
+    /// `mask`: the chunk's keep mask of a Breadcrumbs or DELLA input (`None`: keep all).
     /// Returns (‖τ‖₁, ‖τ̂‖₁) of the chunk.
+    #[allow(clippy::too_many_arguments)]
     pub fn sparsified(
         &self,
         i: usize,
@@ -275,6 +367,7 @@ impl Gta {
         base: &[f32],
         x: &[f32],
         rule: &InputRule,
+        mask: Option<&[bool]>,
         out: &mut [f64],
     ) -> (f64, f64) {
         let mut ties_left = rule.keep.ties_left;
@@ -296,6 +389,7 @@ impl Gta {
                                 })))
                 }
                 Sparsify::Random => p >= 1.0 || super::uniform(rule.stream, (first + j) as u64) < p,
+                Sparsify::Band | Sparsify::Della => mask.is_none_or(|m| m[j]),
             };
             full += d.abs();
             *o = if keep { d } else { 0.0 };
@@ -306,7 +400,8 @@ impl Gta {
 
     /// Merges a chunk: `base` and `inputs[i]` hold the same elements, `first` is the index of the
     /// chunk's first element, `rules[i]` says how input i is sparsified and rescaled (its
-    /// `ties_left` counts down as threshold ties are kept).
+    /// `ties_left` counts down as threshold ties are kept), `masks[i]` is the chunk's keep mask
+    /// of a Breadcrumbs or DELLA input (`None`: keep all).
     ///
     /// Per element the same float64 operations as the oracle, inputs summed in input order; laid
     /// out input by input over runs of [`RUN`] elements (temporaries on the stack) so that the
@@ -317,6 +412,7 @@ impl Gta {
         base: &[f32],
         inputs: &[Vec<f32>],
         rules: &mut [InputRule],
+        masks: &[Option<Vec<bool>>],
         out: &mut [f32],
     ) {
         let mut wds = vec![0f64; inputs.len() * RUN];
@@ -331,7 +427,8 @@ impl Gta {
                     for (i, wd) in wds.chunks_exact_mut(RUN).enumerate() {
                         let wd = &mut wd[..len];
                         let x = &inputs[i][at..at + len];
-                        self.sparsify_run(i, first + at, b, x, &mut rules[i], wd);
+                        let mask = masks[i].as_deref().map(|m| &m[at..at + len]);
+                        self.sparsify_run(i, first + at, b, x, &mut rules[i], mask, wd);
                         let s = rules[i].scale * self.weights[i];
                         for (t, v) in total.iter_mut().zip(wd.iter_mut()) {
                             *v *= s;
@@ -383,6 +480,7 @@ impl Gta {
     /// counting down. Runs whose threshold ties are all kept (or all dropped) are decided by one
     /// comparison per element; only the run where the kept ties run out goes element by element.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     fn sparsify_run(
         &self,
         i: usize,
@@ -390,15 +488,25 @@ impl Gta {
         base: &[f32],
         x: &[f32],
         rule: &mut InputRule,
+        mask: Option<&[bool]>,
         out: &mut [f64],
     ) {
-        match self.sparsify {
-            Sparsify::None => {
+        match (self.sparsify, mask) {
+            (Sparsify::Band | Sparsify::Della, Some(mask)) => {
+                for (((o, &x), &b), &keep) in out.iter_mut().zip(x).zip(base).zip(mask) {
+                    *o = if keep {
+                        f64::from(x) - f64::from(b)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            (Sparsify::None | Sparsify::Band | Sparsify::Della, _) => {
                 for ((o, &x), &b) in out.iter_mut().zip(x).zip(base) {
                     *o = f64::from(x) - f64::from(b);
                 }
             }
-            Sparsify::Random => {
+            (Sparsify::Random, _) => {
                 let p = self.densities[i];
                 for (j, ((o, &x), &b)) in out.iter_mut().zip(x).zip(base).enumerate() {
                     let keep = p >= 1.0 || super::uniform(rule.stream, (first + j) as u64) < p;
@@ -409,7 +517,7 @@ impl Gta {
                     };
                 }
             }
-            Sparsify::Magnitude => {
+            (Sparsify::Magnitude, _) => {
                 let k = &mut rule.keep;
                 let v = k.value;
                 if k.keep_all || k.keep_none {
@@ -468,36 +576,116 @@ impl Gta {
     }
 }
 
-impl Kernel for Gta {
-    /// `rules[i][c]`: how input i is sparsified and rescaled in chunk c.
-    type Stats = Vec<Vec<InputRule>>;
+impl Gta {
+    /// DELLA's draw of input `i`, with its random `stream`.
+    fn della_draw(&self, i: usize, stream: u64) -> DellaDraw {
+        DellaDraw {
+            stream,
+            density: self.densities[i],
+            epsilon: self.epsilons.get(i).copied().unwrap_or(0.0),
+        }
+    }
 
-    fn stats(&self, passes: &Passes<'_>) -> Result<Vec<Vec<InputRule>>> {
+    /// The keep mask of input `i` over chunk `c` for Breadcrumbs and DELLA (`None`: keep all,
+    /// or another sparsification).
+    fn chunk_mask(&self, i: usize, st: &GtaStats, c: &Chunk<'_>) -> Option<Vec<bool>> {
+        let (base, x) = (c.base.unwrap_or(&[]), &c.inputs[i]);
+        let rule = &st.rules[i][c.index];
+        match self.sparsify {
+            _ if self.densities[i] >= 1.0 => None,
+            Sparsify::Band => Some(band_mask(&rule.keep, &rule.drop, base, x)),
+            Sparsify::Della => Some(match &st.della[i] {
+                Some(d) => della_chunk(
+                    Lines::of(&self.shape),
+                    c.first,
+                    base,
+                    x,
+                    &self.della_draw(i, rule.stream),
+                    &d.straddling,
+                ),
+                // density ≤ 0: nothing survives.
+                None => vec![false; x.len()],
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl Kernel for Gta {
+    type Stats = GtaStats;
+
+    fn stats(&self, passes: &Passes<'_>) -> Result<GtaStats> {
         let n_chunks = passes.n_chunks();
+        let numel = passes.numel();
         let n = self.weights.len();
-        let keeps = if self.sparsify == Sparsify::Magnitude {
-            keep_rules(passes, &self.densities)?
-        } else {
-            vec![vec![KeepRule::ALL; n_chunks]; n]
+        let all = || vec![vec![KeepRule::ALL; n_chunks]; n];
+        let none = || vec![vec![KeepRule::NONE; n_chunks]; n];
+        let (keeps, drops) = match self.sparsify {
+            Sparsify::Magnitude => {
+                let ks: Vec<u64> = self
+                    .densities
+                    .iter()
+                    .map(|d| keep_count(*d, numel))
+                    .collect();
+                (keep_rules(passes, &ks)?, none())
+            }
+            Sparsify::Band => {
+                // The band is the top `keep` entries less the top `drop` (the outliers).
+                let (ks, ds): (Vec<u64>, Vec<u64>) = self
+                    .densities
+                    .iter()
+                    .zip(&self.gammas)
+                    .map(|(&d, &g)| band_counts(d, g, numel))
+                    .unzip();
+                (keep_rules(passes, &ks)?, keep_rules(passes, &ds)?)
+            }
+            _ => (all(), none()),
         };
         let mut rules: Vec<Vec<InputRule>> = keeps
             .into_iter()
+            .zip(drops)
             .enumerate()
-            .map(|(i, keep)| {
+            .map(|(i, (keep, drop))| {
                 let stream = super::stream_id(passes.seed(), passes.name(), i);
                 keep.into_iter()
-                    .map(|keep| InputRule {
+                    .zip(drop)
+                    .map(|(keep, drop)| InputRule {
                         keep,
+                        drop,
                         stream,
                         scale: 1.0,
                     })
                     .collect()
             })
             .collect();
+        // DELLA: one pass in whole rows finds the norms and the masks of rows that cross a
+        // chunk boundary.
+        let mut della: Vec<Option<DellaInput>> = vec![None; n];
+        if self.sparsify == Sparsify::Della {
+            let which: Vec<usize> = (0..n)
+                .filter(|&i| self.densities[i] > 0.0 && self.densities[i] < 1.0)
+                .collect();
+            let draws: Vec<DellaDraw> = which
+                .iter()
+                .map(|&i| self.della_draw(i, super::stream_id(passes.seed(), passes.name(), i)))
+                .collect();
+            let found = della_pass(passes, &which, Lines::of(&self.shape), &draws)?;
+            for (&i, d) in which.iter().zip(found) {
+                if self.rescale {
+                    let scale = l1_scale(d.full, d.kept);
+                    rules[i].iter_mut().for_each(|r| r.scale = scale);
+                }
+                della[i] = Some(d);
+            }
+        }
         // mergekit's L1 rescale needs both norms over the whole tensor first: one pass for
         // every input that is rescaled.
         let rescaled: Vec<usize> = (0..n)
-            .filter(|&i| self.rescale && self.sparsify != Sparsify::None && self.densities[i] < 1.0)
+            .filter(|&i| {
+                self.rescale
+                    && !matches!(self.sparsify, Sparsify::None | Sparsify::Della)
+                    && self.densities[i] < 1.0
+            })
             .collect();
         if !rescaled.is_empty() {
             let sums = passes.map(&rescaled, |c| {
@@ -506,8 +694,11 @@ impl Kernel for Gta {
                     .iter()
                     .zip(c.inputs)
                     .map(|(&i, x)| {
+                        let rule = &rules[i][c.index];
+                        let mask = (self.sparsify == Sparsify::Band)
+                            .then(|| band_mask(&rule.keep, &rule.drop, base, x));
                         let mut tau = vec![0f64; x.len()];
-                        self.sparsified(i, c.first, base, x, &rules[i][c.index], &mut tau)
+                        self.sparsified(i, c.first, base, x, rule, mask.as_deref(), &mut tau)
                     })
                     .collect::<Vec<_>>()
             })?;
@@ -520,223 +711,23 @@ impl Kernel for Gta {
                 rules[i].iter_mut().for_each(|r| r.scale = scale);
             }
         }
-        Ok(rules)
+        Ok(GtaStats { rules, della })
     }
 
-    fn chunk(&self, rules: &Vec<Vec<InputRule>>, c: &Chunk<'_>, out: &mut [f32]) {
-        let mut chunk_rules: Vec<InputRule> = rules.iter().map(|v| v[c.index]).collect();
+    fn chunk(&self, st: &GtaStats, c: &Chunk<'_>, out: &mut [f32]) {
+        let mut chunk_rules: Vec<InputRule> = st.rules.iter().map(|v| v[c.index]).collect();
+        let masks: Vec<Option<Vec<bool>>> = (0..c.inputs.len())
+            .map(|i| self.chunk_mask(i, st, c))
+            .collect();
         self.merge_chunk(
             c.first,
             c.base.unwrap_or(&[]),
             c.inputs,
             &mut chunk_rules,
+            &masks,
             out,
         );
     }
-}
-
-/// |input − base| of a chunk for each input of the chunk, as f32 (the ranking TIES trims by).
-fn magnitudes(c: &Chunk<'_>) -> Vec<Vec<f32>> {
-    let b = c.base.unwrap_or(&[]);
-    c.inputs
-        .iter()
-        .map(|x| x.iter().zip(b).map(|(v, b)| (v - b).abs()).collect())
-        .collect()
-}
-
-/// Per-chunk keep rules of every input under magnitude sparsification: each input's exact
-/// threshold from one bracketed pass ([`bracket_thresholds`]), or from the two radix passes
-/// ([`radix_thresholds`]) for an input whose sampled bracket missed it.
-fn keep_rules(passes: &Passes<'_>, densities: &[f64]) -> Result<Vec<Vec<KeepRule>>> {
-    let numel = passes.numel();
-    let n_chunks = passes.n_chunks();
-    let ks: Vec<u64> = densities.iter().map(|d| keep_count(*d, numel)).collect();
-    let mut rules: Vec<Vec<KeepRule>> = ks
-        .iter()
-        .map(|&k| match k {
-            0 => vec![KeepRule::NONE; n_chunks],
-            _ => vec![KeepRule::ALL; n_chunks],
-        })
-        .collect();
-    // Inputs that keep some but not all entries need a threshold.
-    let active: Vec<usize> = (0..ks.len())
-        .filter(|&i| ks[i] > 0 && ks[i] < numel as u64)
-        .collect();
-    // (input, threshold, equal entries per chunk when already counted)
-    let mut found: Vec<(usize, Threshold, Option<Vec<u64>>)> = vec![];
-    let mut missed = vec![];
-    for (a, t) in active.iter().zip(bracket_thresholds(passes, &active, &ks)?) {
-        match t {
-            Some((th, equal)) => found.push((*a, th, Some(equal))),
-            None => missed.push(*a),
-        }
-    }
-    for (a, th) in missed.iter().zip(radix_thresholds(passes, &missed, &ks)?) {
-        if let Some(th) = th {
-            found.push((*a, th, None));
-        }
-    }
-    // Entries equal to the threshold that must partly go are kept lowest index first:
-    // each chunk gets its share, from a count of equal entries per chunk.
-    let mut need_count = vec![];
-    for (a, th, equal) in &mut found {
-        let wanted = ks[*a] - th.greater;
-        let rule = |ties_left| KeepRule {
-            value: th.value,
-            ties_left,
-            keep_all: false,
-            keep_none: false,
-        };
-        rules[*a] = vec![rule(u64::MAX); n_chunks];
-        if wanted != th.equal {
-            match equal.take() {
-                Some(e) => share_ties(&mut rules[*a], wanted, &e),
-                None => need_count.push((*a, th.value, wanted)),
-            }
-        }
-    }
-    if !need_count.is_empty() {
-        let which: Vec<usize> = need_count.iter().map(|n| n.0).collect();
-        let equal: Vec<Vec<u64>> = passes.map(&which, |c| {
-            magnitudes(c)
-                .iter()
-                .zip(&need_count)
-                .map(|(m, n)| m.iter().filter(|v| **v == n.1).count() as u64)
-                .collect()
-        })?;
-        for (j, &(a, _, wanted)) in need_count.iter().enumerate() {
-            let per_chunk: Vec<u64> = equal.iter().map(|counts| counts[j]).collect();
-            share_ties(&mut rules[a], wanted, &per_chunk);
-        }
-    }
-    Ok(rules)
-}
-
-/// Spreads the `wanted` threshold ties over the chunks, lowest index first, given the count of
-/// entries equal to the threshold in each chunk.
-fn share_ties(rules: &mut [KeepRule], wanted: u64, equal: &[u64]) {
-    let mut before = 0u64;
-    for (rule, &e) in rules.iter_mut().zip(equal) {
-        rule.ties_left = wanted.saturating_sub(before).min(e);
-        before += e;
-    }
-}
-
-/// Runs of |τ| sampled per chunk by [`bracket_thresholds`], and their length: 1/256 of a full
-/// chunk.
-const SAMPLE_RUNS: usize = 4;
-const SAMPLE_LEN: usize = 64;
-
-/// The element ranges of chunk `c` (elements `r`) that TIES samples to bracket its thresholds:
-/// `SAMPLE_RUNS` runs of `SAMPLE_LEN` at hashed offsets, or the whole chunk when it is short.
-pub fn sample_runs(c: usize, r: &Range<usize>) -> Vec<Range<usize>> {
-    if r.len() <= SAMPLE_RUNS * SAMPLE_LEN {
-        return vec![r.clone()];
-    }
-    (0..SAMPLE_RUNS)
-        .map(|s| {
-            let h = splitmix64((c * SAMPLE_RUNS + s) as u64);
-            let at = r.start + (h % (r.len() - SAMPLE_LEN + 1) as u64) as usize;
-            at..at + SAMPLE_LEN
-        })
-        .collect()
-}
-
-/// A threshold with the count of entries equal to it in each chunk.
-type Counted = (Threshold, Vec<u64>);
-
-/// The exact threshold of each input in `which` (its `ks[i]`-th largest |τ|) with the count of
-/// entries equal to it in each chunk, in one pass over the tensor plus a sample: a sample of
-/// |τ| gives each input a bracket (`mmerge_core::select::Bracket`), the pass counts the entries
-/// above it and gathers those inside. `None` for an input whose bracket missed.
-fn bracket_thresholds(
-    passes: &Passes<'_>,
-    which: &[usize],
-    ks: &[u64],
-) -> Result<Vec<Option<Counted>>> {
-    if which.is_empty() {
-        return Ok(vec![]);
-    }
-    let numel = passes.numel();
-    let samples = passes.sample(which, sample_runs, magnitudes)?;
-    let brackets: Vec<Bracket> = (0..which.len())
-        .map(|j| {
-            let s: Vec<f32> = samples
-                .iter()
-                .flatten()
-                .flat_map(|m| m[j].iter().copied())
-                .collect();
-            Bracket::from_sample(&s, ks[which[j]], numel as u64)
-        })
-        .collect();
-    drop(samples);
-    // The pass: per chunk and input, the count above the bracket and the entries inside.
-    let parts: Vec<Vec<(u64, Vec<f32>)>> = passes.map(which, |c| {
-        let b = c.base.unwrap_or(&[]);
-        let mut acc = vec![(0u64, vec![]); which.len()];
-        let mut mags = vec![0f32; BLOCK.min(b.len())];
-        mmerge_core::simd::fast(
-            #[inline(always)]
-            || {
-                // Block by block, so that the magnitudes stay in the core's cache.
-                for at in (0..b.len()).step_by(BLOCK) {
-                    let b = &b[at..(at + BLOCK).min(b.len())];
-                    let mags = &mut mags[..b.len()];
-                    for ((x, (greater, inside)), bracket) in
-                        c.inputs.iter().zip(&mut acc).zip(&brackets)
-                    {
-                        for ((m, x), b) in mags.iter_mut().zip(&x[at..]).zip(b) {
-                            *m = (x - b).abs();
-                        }
-                        bracket.observe(mags, greater, inside);
-                    }
-                }
-            },
-        );
-        acc.iter_mut().for_each(|a| a.1.shrink_to_fit());
-        acc
-    })?;
-    Ok((0..which.len())
-        .map(|j| {
-            let greater = parts.iter().map(|p| p[j].0).sum();
-            let inside: Vec<&[f32]> = parts.iter().map(|p| p[j].1.as_slice()).collect();
-            let th = brackets[j].resolve(ks[which[j]], greater, &inside)?;
-            // Counted as the final pass compares: by value.
-            let equal = parts
-                .iter()
-                .map(|p| p[j].1.iter().filter(|v| **v == th.value).count() as u64)
-                .collect();
-            Some((th, equal))
-        })
-        .collect())
-}
-
-/// The exact threshold of each input in `which` by two radix passes over the tensor (the
-/// selections of all inputs advance together, so each pass reads the base once).
-fn radix_thresholds(
-    passes: &Passes<'_>,
-    which: &[usize],
-    ks: &[u64],
-) -> Result<Vec<Option<Threshold>>> {
-    let mut sels: Vec<RadixSelect> = which.iter().map(|&i| RadixSelect::new(ks[i])).collect();
-    while sels.iter().any(|s| s.pass() != Pass::Done) {
-        // One histogram set per worker over a contiguous run of chunks: memory is bounded by
-        // the thread count, and integer counts merge to the same result in any order.
-        let worker_parts = passes.fold_runs(
-            which,
-            || sels.iter().map(RadixSelect::fork).collect::<Vec<_>>(),
-            |f, c| {
-                for (s, m) in f.iter_mut().zip(magnitudes(c)) {
-                    s.observe(&m);
-                }
-            },
-        )?;
-        for wp in &worker_parts {
-            sels.iter_mut().zip(wp).for_each(|(a, b)| a.merge(b));
-        }
-        sels.iter_mut().for_each(RadixSelect::end_pass);
-    }
-    Ok(sels.iter().map(RadixSelect::result).collect())
 }
 
 pub use reference::oracle;
@@ -749,7 +740,8 @@ mod reference {
 
     use super::{Gta, Sparsify};
 
-    /// Task arithmetic / TIES / DARE of one whole tensor named `tensor`, merged with `seed`.
+    /// Task arithmetic / TIES / DARE / Breadcrumbs / DELLA of one whole tensor named `tensor`,
+    /// merged with `seed`.
     pub fn oracle(p: &Gta, tensor: &str, seed: u64, base: &[f32], inputs: &[Vec<f32>]) -> Vec<f64> {
         let n = base.len();
         let m = inputs.len();
@@ -760,6 +752,13 @@ mod reference {
             let full: Vec<f64> = (0..n).map(|j| f64::from(x[j]) - b[j]).collect();
             let density = p.densities[i];
             let mut keep = vec![true; n];
+            // Stream of input i: FNV-1a(tensor) ⊕ rotl(seed, 17) ⊕ i·0xD6E8FEB86659FD93; the
+            // uniform number of element j is unit(splitmix64(stream ⊕ j·γ)).
+            let stream = fnv1a(tensor.as_bytes())
+                ^ seed.rotate_left(17)
+                ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+            let u = |j: usize| unit_f64(splitmix64(stream ^ (j as u64).wrapping_mul(GOLDEN_GAMMA)));
+            let mag: Vec<f32> = (0..n).map(|j| (x[j] - base[j]).abs()).collect();
             match p.sparsify {
                 Sparsify::None => {}
                 Sparsify::Magnitude => {
@@ -772,7 +771,6 @@ mod reference {
                         ((density * n as f64).floor() as usize).max(1)
                     };
                     // Rank by |τ| as stored (f32), largest first; equal magnitudes by index.
-                    let mag: Vec<f32> = (0..n).map(|j| (x[j] - base[j]).abs()).collect();
                     let mut order: Vec<usize> = (0..n).collect();
                     order.sort_by(|&a, &c| mag[c].total_cmp(&mag[a]).then(a.cmp(&c)));
                     keep = vec![false; n];
@@ -782,14 +780,59 @@ mod reference {
                 }
                 Sparsify::Random => {
                     if density < 1.0 {
-                        // Stream of input i: FNV-1a(tensor) ⊕ rotl(seed, 17) ⊕ i·0xD6E8FEB86659FD93;
-                        // element j keeps when unit(splitmix64(stream ⊕ j·γ)) < density.
-                        let stream = fnv1a(tensor.as_bytes())
-                            ^ seed.rotate_left(17)
-                            ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+                        // Element j keeps when its uniform number is below the density.
                         for (j, k) in keep.iter_mut().enumerate() {
-                            let z = splitmix64(stream ^ (j as u64).wrapping_mul(GOLDEN_GAMMA));
-                            *k = unit_f64(z) < density;
+                            *k = u(j) < density;
+                        }
+                    }
+                }
+                Sparsify::Band => {
+                    if density < 1.0 {
+                        // Ascending |τ| (equal magnitudes: higher index first, the reverse of
+                        // the descending order by lowest index): keep the ranks
+                        // [bottom, bottom + target).
+                        let target = if density <= 0.0 {
+                            0
+                        } else {
+                            (density * n as f64).floor() as usize
+                        };
+                        let top = (p.gammas[i] * n as f64).floor() as usize;
+                        let bottom = n.saturating_sub(target + top);
+                        let mut order: Vec<usize> = (0..n).collect();
+                        order.sort_by(|&a, &c| mag[a].total_cmp(&mag[c]).then(c.cmp(&a)));
+                        keep = vec![false; n];
+                        for &j in order.iter().skip(bottom).take(target) {
+                            keep[j] = true;
+                        }
+                    }
+                }
+                Sparsify::Della => {
+                    if density <= 0.0 {
+                        keep = vec![false; n];
+                    } else if density < 1.0 {
+                        // Lines along the second axis (a tensor of fewer axes is one line):
+                        // element (a, k, r) of shape [A, K, R…] is in line (a, r).
+                        let eps = p.epsilons[i];
+                        let (outer, len) = match p.shape.len() {
+                            0 | 1 => (1, n),
+                            _ => (p.shape[0], p.shape[1]),
+                        };
+                        let inner = n.checked_div(len * outer).unwrap_or(0);
+                        for a in 0..outer {
+                            for r in 0..inner {
+                                let mut line: Vec<usize> =
+                                    (0..len).map(|k| (a * len + k) * inner + r).collect();
+                                // Smallest |τ| first; equal magnitudes by index.
+                                line.sort_by(|&s, &t| mag[s].total_cmp(&mag[t]).then(s.cmp(&t)));
+                                for (q, &j) in line.iter().enumerate() {
+                                    let rank = if len > 1 {
+                                        q as f64 / (len as f64 - 1.0)
+                                    } else {
+                                        0.5
+                                    };
+                                    keep[j] = u(j) < density - eps + 2.0 * eps * rank;
+                                }
+                            }
                         }
                     }
                 }

@@ -44,6 +44,7 @@ pub mod ram;
 pub mod regmean;
 pub mod sce;
 pub mod slerp;
+pub mod sparsify;
 
 /// Declares the registry: `Variant => module::CONST,` per method, in the order `mmerge methods`
 /// lists them. Builds [`MethodKind`] (one variant per line), [`MethodKind::ALL`],
@@ -98,6 +99,10 @@ registry! {
     Karcher => karcher::KARCHER,
     Ram => ram::RAM,
     RamPlusTl => ram::RAMPLUS_TL,
+    Breadcrumbs => gta::BREADCRUMBS,
+    BreadcrumbsTies => gta::BREADCRUMBS_TIES,
+    Della => gta::DELLA,
+    DellaLinear => gta::DELLA_LINEAR,
     Sce => sce::SCE,
     ArceeFusion => arcee_fusion::ARCEE_FUSION,
 }
