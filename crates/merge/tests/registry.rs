@@ -165,6 +165,40 @@ fn every_method_has_mergekit_goldens() {
     }
 }
 
+/// The methods mergekit 0.1.5 registers (`mergekit/merge_methods/registry.py`).
+const MERGEKIT_METHODS: [&str; 20] = [
+    "linear",
+    "slerp",
+    "nuslerp",
+    "multislerp",
+    "passthrough",
+    "task_arithmetic",
+    "ties",
+    "dare_ties",
+    "dare_linear",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
+    "model_stock",
+    "sce",
+    "karcher",
+    "nearswap",
+    "arcee_fusion",
+    "ram",
+    "ramplus_tl",
+];
+
+#[test]
+fn every_mergekit_method_is_registered() {
+    for name in MERGEKIT_METHODS {
+        assert!(
+            MethodKind::from_name(name).is_some(),
+            "mergekit's `{name}` is missing"
+        );
+    }
+}
+
 /// Shapes of the test tensors: one spans three chunks, one is tiny.
 fn shapes() -> Vec<(String, Vec<usize>)> {
     vec![
