@@ -12,31 +12,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
-use mmerge_core::Checkpoint;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mergekit")
-}
-
-/// Whether a case computes in a half dtype (compared in `mergekit_numerics.rs`).
-fn is_half(case: &str) -> bool {
-    mmerge_merge::numerics::GOLDENS.contains(&case)
-}
-
-fn cases() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(fixtures().join("cases"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
-        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
-        .filter(|c| !is_half(c))
-        .collect();
-    v.sort();
-    v
-}
+use common::{assert_matches, config_json, fixtures, mmerge};
 
 /// Cases mmerge refuses on purpose, with the reason it gives: mergekit silently ignores a
 /// per-model setting of a shared parameter, which hides a mistake in the config.
@@ -45,77 +25,44 @@ const REFUSED: [(&str, &str); 1] = [(
     "parameter `t` is shared by all models of a merge; set it in the top-level or slice `parameters`",
 )];
 
-fn merge(case: &str, out: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mmerge"))
-        .current_dir(fixtures())
-        .args(["merge", &format!("cases/{case}.yml")])
-        .arg(out)
-        .output()
-        .unwrap()
-}
-
-fn run_case(case: &str, out: &Path) {
-    let status = merge(case, out);
-    assert!(
-        status.status.success(),
-        "{case}: mmerge failed: {}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-}
-
 #[test]
 fn every_case_matches_mergekit() {
-    let cases = cases();
-    assert!(cases.len() >= 13, "fixture cases missing: {cases:?}");
+    let dir = fixtures("");
+    // Cases that compute in a half dtype are compared bit for bit by mergekit_numerics.rs.
+    let cases: Vec<String> = common::cases(&dir)
+        .into_iter()
+        .filter(|c| !mmerge_merge::numerics::GOLDENS.contains(&c.as_str()))
+        .collect();
+    assert!(cases.len() >= 31, "fixture cases missing: {cases:?}");
     let tmp = tempfile::tempdir().unwrap();
     let mut worst = (0f64, String::new());
     for case in &cases {
         let out = tmp.path().join(case);
+        let o = mmerge(
+            &dir,
+            &["merge", &format!("cases/{case}.yml"), out.to_str().unwrap()],
+        );
         if let Some((_, why)) = REFUSED.iter().find(|(c, _)| c == case) {
-            let o = merge(case, &out);
             assert!(
                 !o.status.success() && String::from_utf8_lossy(&o.stderr).contains(why),
                 "{case}"
             );
             continue;
         }
-        run_case(case, &out);
-        let ours = Checkpoint::open(&out).unwrap();
-        let theirs = Checkpoint::open(fixtures().join("expected").join(case)).unwrap();
-        let mut a: Vec<&String> = ours.names().iter().collect();
-        let mut b: Vec<&String> = theirs.names().iter().collect();
-        a.sort();
-        b.sort();
-        assert_eq!(a, b, "{case}: tensor names differ");
-        for name in theirs.names() {
-            let want = theirs.read_f32(name).unwrap();
-            let got = ours.read_f32(name).unwrap();
-            assert_eq!(
-                ours.meta(name).unwrap().shape,
-                theirs.meta(name).unwrap().shape,
-                "{case} {name}"
-            );
-            assert_eq!(
-                ours.meta(name).unwrap().dtype,
-                theirs.meta(name).unwrap().dtype,
-                "{case} {name}"
-            );
-            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
-                let err = f64::from((g - w).abs()) / f64::from(w.abs()).max(1.0);
-                assert!(err <= 1e-6, "{case} {name}[{j}]: mmerge {g}, mergekit {w}");
-                if err > worst.0 {
-                    worst = (err, format!("{case} {name}[{j}]"));
-                }
-            }
+        assert!(
+            o.status.success(),
+            "{case}: mmerge failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let expected = dir.join("expected").join(case);
+        let w = assert_matches(case, &out, &expected);
+        if w.0 > worst.0 {
+            worst = w;
         }
         // Layer counts in config.json follow the slices, as mergekit writes them.
-        let cfg = |dir: &Path| -> serde_json::Value {
-            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
-                .unwrap()
-        };
         assert_eq!(
-            cfg(&out)["num_hidden_layers"],
-            cfg(&fixtures().join("expected").join(case))["num_hidden_layers"],
+            config_json(&out)["num_hidden_layers"],
+            config_json(&expected)["num_hidden_layers"],
             "{case}: num_hidden_layers"
         );
     }
@@ -128,7 +75,7 @@ fn bad_config_is_refused_with_its_line_and_output_is_not_overwritten() {
     let cfg = tmp.path().join("bad.yml");
     std::fs::write(&cfg, "merge_method: tie\nmodels:\n  - model: models/a\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mmerge"))
-        .current_dir(fixtures())
+        .current_dir(fixtures(""))
         .args(["merge"])
         .arg(&cfg)
         .arg(tmp.path().join("out"))
@@ -145,7 +92,7 @@ fn bad_config_is_refused_with_its_line_and_output_is_not_overwritten() {
     let dst = tmp.path().join("exists");
     std::fs::create_dir(&dst).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mmerge"))
-        .current_dir(fixtures())
+        .current_dir(fixtures(""))
         .args(["merge", "cases/linear_weights.yml"])
         .arg(&dst)
         .output()

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_matches, cases, fixtures, mmerge};
+use common::{assert_matches, cases, config_json, fixtures, mmerge};
 
 #[test]
 fn every_standin_case_matches_mergekit() {
@@ -29,11 +29,11 @@ fn every_standin_case_matches_mergekit() {
         let expected = dir.join("expected").join(case);
         let w = assert_matches(case, &out, &expected);
         // The vocabulary size follows the output tokenizer, as mergekit writes it.
-        let vocab = |d: &std::path::Path| -> serde_json::Value {
-            let text = std::fs::read_to_string(d.join("config.json")).unwrap();
-            serde_json::from_str::<serde_json::Value>(&text).unwrap()["vocab_size"].clone()
-        };
-        assert_eq!(vocab(&out), vocab(&expected), "{case}: vocab_size");
+        assert_eq!(
+            config_json(&out)["vocab_size"],
+            config_json(&expected)["vocab_size"],
+            "{case}: vocab_size"
+        );
         if w.0 > worst.0 {
             worst = w;
         }
@@ -110,31 +110,31 @@ fn multi_document_config_matches_mergekit_multi() {
     );
 }
 
+/// Merges `yaml` (with `{models}` standing for the stand-ins' folder) from a config file
+/// `name`, expects a refusal and no output, and returns the error text.
+fn refusal(name: &str, yaml: &str) -> String {
+    let dir = fixtures("standins");
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join(name);
+    let models = dir.join("models").display().to_string();
+    std::fs::write(&cfg, yaml.replace("{models}", &models)).unwrap();
+    let out = tmp.path().join("out");
+    let o = mmerge(
+        &dir,
+        &["merge", cfg.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    assert!(!o.status.success(), "{name} was merged");
+    assert!(!out.exists(), "{name}: nothing is written");
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// A module name the checkpoint does not have is refused with its line and the names it has.
 #[test]
 fn unknown_module_is_refused_with_the_modules_there_are() {
-    let dir = fixtures("standins");
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("m.yml");
-    let a = dir.join("models/florence_a");
-    std::fs::write(
-        &cfg,
-        format!(
-            "merge_method: linear\nmodules:\n  vision_tower:\n    models:\n      - model: {}\n",
-            a.display()
-        ),
-    )
-    .unwrap();
-    let o = mmerge(
-        &dir,
-        &[
-            "merge",
-            cfg.to_str().unwrap(),
-            tmp.path().join("out").to_str().unwrap(),
-        ],
+    let err = refusal(
+        "m.yml",
+        "merge_method: linear\nmodules:\n  vision_tower:\n    models:\n      - model: {models}/florence_a\n",
     );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
     assert!(
         err.contains("m.yml:3: module `vision_tower` is not a module of")
             && err.contains("its modules: default, language_model.model.decoder.layers, language_model.model.encoder.layers, vision_tower.blocks, vision_tower.convs"),
@@ -145,57 +145,26 @@ fn unknown_module_is_refused_with_the_modules_there_are() {
 /// `union` over different vocabularies (mergekit builds a merged tokenizer) is refused by name.
 #[test]
 fn union_of_different_vocabularies_is_refused() {
-    let dir = fixtures("standins");
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("u.yml");
-    let m = |n: &str| dir.join("models").join(n).display().to_string();
-    std::fs::write(
-        &cfg,
-        format!(
-            "merge_method: linear\nmodels:\n  - model: {}\n  - model: {}\ntokenizer:\n  source: union\n",
-            m("tok_a"),
-            m("tok_b")
-        ),
-    )
-    .unwrap();
-    let out = tmp.path().join("out");
-    let o = mmerge(
-        &dir,
-        &["merge", cfg.to_str().unwrap(), out.to_str().unwrap()],
+    let err = refusal(
+        "u.yml",
+        "merge_method: linear\nmodels:\n  - model: {models}/tok_a\n  - model: {models}/tok_b\ntokenizer:\n  source: union\n",
     );
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("u.yml:6: tokenizer source `union` over models with different vocabularies is not supported"),
+        err.contains("u.yml:6: tokenizer source `union` over models with different vocabularies is not supported"),
         "{err}"
     );
-    assert!(!out.exists(), "nothing written");
 }
 
 /// `slices:` on a checkpoint with several numbered stacks is refused (as mergekit does), with
 /// the stacks it found.
 #[test]
 fn slices_over_several_stacks_are_refused() {
-    let dir = fixtures("standins");
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("s.yml");
-    let a = dir.join("models/whisper_a").display().to_string();
-    std::fs::write(
-        &cfg,
-        format!("merge_method: passthrough\nslices:\n  - sources:\n      - model: {a}\n        layer_range: [0, 2]\n"),
-    )
-    .unwrap();
-    let o = mmerge(
-        &dir,
-        &[
-            "merge",
-            cfg.to_str().unwrap(),
-            tmp.path().join("out").to_str().unwrap(),
-        ],
+    let err = refusal(
+        "s.yml",
+        "merge_method: passthrough\nslices:\n  - sources:\n      - model: {models}/whisper_a\n        layer_range: [0, 2]\n",
     );
-    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success()
-            && err.contains("s.yml:5: `slices` need a checkpoint with one numbered layer stack")
+        err.contains("s.yml:5: `slices` need a checkpoint with one numbered layer stack")
             && err.contains("has 2: model.decoder.layers, model.encoder.layers"),
         "{err}"
     );

@@ -65,3 +65,8 @@ pub fn assert_matches(case: &str, ours: &Path, theirs: &Path) -> (f64, String) {
     }
     worst
 }
+
+/// A model folder's `config.json`.
+pub fn config_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap()
+}
