@@ -44,6 +44,8 @@ impl TensorMeta {
 struct Shard {
     path: PathBuf,
     map: Mmap,
+    /// The same file, for positioned reads that do not map its pages into this process.
+    file: File,
 }
 
 /// An opened checkpoint: one or more memory-mapped safetensors shards.
@@ -56,11 +58,12 @@ pub struct Checkpoint {
     order: Vec<String>,
 }
 
-fn map_file(path: &Path) -> Result<Mmap> {
+fn map_file(path: &Path) -> Result<(Mmap, File)> {
     let file = File::open(path).map_err(|e| CoreError::io(path, e))?;
     // SAFETY: the map is read-only. Another process truncating the file while we read it
     // would fault; that is the documented hazard of every mmap-based safetensors reader.
-    unsafe { Mmap::map(&file) }.map_err(|e| CoreError::io(path, e))
+    let map = unsafe { Mmap::map(&file) }.map_err(|e| CoreError::io(path, e))?;
+    Ok((map, file))
 }
 
 impl Checkpoint {
@@ -135,7 +138,7 @@ impl Checkpoint {
         let mut tensors = HashMap::new();
         let mut order = Vec::new();
         for (i, file) in files.into_iter().enumerate() {
-            let map = map_file(&file)?;
+            let (map, handle) = map_file(&file)?;
             let h = header::parse(&map).map_err(|reason| CoreError::BadSafetensors {
                 path: file.clone(),
                 reason,
@@ -162,7 +165,11 @@ impl Checkpoint {
                 }
                 order.push(t.name);
             }
-            shards.push(Shard { path: file, map });
+            shards.push(Shard {
+                path: file,
+                map,
+                file: handle,
+            });
         }
         if let Some((index, wm)) = &weight_map {
             for (name, file) in wm {
@@ -240,7 +247,8 @@ impl Checkpoint {
         Ok(&self.shards[m.shard].path)
     }
 
-    /// Decodes elements `range` of a float tensor into `out` (`out.len() == range.len()`).
+    /// Decodes elements `range` of a float tensor into `out` (`out.len() == range.len()`), from a
+    /// positioned read ([`Checkpoint::read_bytes_into`]).
     pub fn read_f32_into(&self, name: &str, range: Range<usize>, out: &mut [f32]) -> Result<()> {
         let m = self.require(name)?;
         if !m.dtype.is_float() {
@@ -256,10 +264,36 @@ impl Checkpoint {
             m.numel(),
             out.len()
         );
-        let s = m.dtype.size();
-        let bytes = &self.shards[m.shard].map[m.start + range.start * s..m.start + range.end * s];
-        m.dtype.decode_f32(bytes, out);
+        let mut bytes = Vec::new();
+        self.read_bytes_into(name, range, &mut bytes)?;
+        m.dtype.decode_f32(&bytes, out);
         Ok(())
+    }
+
+    /// Reads the stored bytes of elements `range` of a tensor into `out` (resized to fit) with a
+    /// positioned read: unlike the memory map, the file's pages never enter this process's
+    /// resident set, which stays bounded by the buffers however the kernel sizes its page-cache
+    /// folios (a streamed chunk's fault can map megabytes around it).
+    pub fn read_bytes_into(
+        &self,
+        name: &str,
+        range: Range<usize>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let m = self.require(name)?;
+        assert!(
+            range.end <= m.numel(),
+            "read_bytes_into: range {range:?} of `{name}` ({} elements)",
+            m.numel()
+        );
+        let s = m.dtype.size();
+        out.resize(range.len() * s, 0);
+        let shard = &self.shards[m.shard];
+        shard
+            .file
+            .read_exact_at(out, (m.start + range.start * s) as u64)
+            .map_err(|e| CoreError::io(&shard.path, e))
     }
 
     /// Decodes a whole float tensor into a new `Vec<f32>`.

@@ -1,8 +1,9 @@
 //! The streaming executor: output tensors one after another, each in fixed-size element chunks
-//! processed in parallel on rayon's pool. A chunk decodes its slice of every input from the
-//! memory-mapped shards, merges it, checks it is finite and writes it in place in the output
-//! file. Working memory is a few chunks per thread whatever the model's size; after a tensor,
-//! its input pages are released from the resident set.
+//! processed in parallel on rayon's pool. A chunk reads its slice of every input with one
+//! positioned read per input (`Checkpoint::read_bytes_into`: the file's pages stay in the page
+//! cache and never enter this process's resident set), decodes, merges it, checks it is finite
+//! and writes it in place in the output file. Working memory is a few chunks per thread
+//! whatever the model's size; statistics passes read their chunks again from the page cache.
 //!
 //! A method's [`Kernel`] first runs the whole-tensor statistics passes it needs through
 //! [`Passes`] (SLERP sums norms and the dot product; TIES finds each input's exact magnitude
@@ -36,63 +37,39 @@ fn chunks(numel: usize) -> impl IndexedParallelIterator<Item = Range<usize>> {
         .map(move |c| chunk_range(c, numel))
 }
 
-/// Input bytes of one tensor (all its inputs together) that may stay resident between the
-/// passes over it. Larger tensors release every chunk after each pass and fault it back in on
-/// the next: memory stays bounded whatever the model, at the price of page faults.
-pub const RESIDENT_BUDGET: usize = 512 << 20;
-
-/// Whether a read is a statistics pass (more passes follow) or the last pass over a chunk.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Read {
-    Stats,
-    Last,
-}
-
 /// The decoded base (if any) and inputs of one chunk.
 type ChunkData = (Option<Vec<f32>>, Vec<Vec<f32>>);
 
 struct Ctx<'a> {
     plan: &'a MergePlan,
     group: &'a Group,
-    /// Release chunks after statistics passes too (the tensor exceeds [`RESIDENT_BUDGET`]).
-    release_stats: bool,
 }
 
 impl Ctx<'_> {
-    fn read(&self, s: &Source, r: &Range<usize>, when: Read) -> Result<Vec<f32>> {
+    fn read(&self, s: &Source, r: &Range<usize>) -> Result<Vec<f32>> {
         let mut buf = vec![0f32; r.len()];
-        let model = &self.plan.models[s.model];
-        model.read_f32_into(&s.key, r.clone(), &mut buf)?;
-        // Keep the resident set small, however large the tensor; but do not make later
-        // passes fault the pages back in when the tensor fits the budget.
-        if when == Read::Last || self.release_stats {
-            model.release_range(&s.key, r.clone());
-        }
+        self.plan.models[s.model].read_f32_into(&s.key, r.clone(), &mut buf)?;
         Ok(buf)
     }
 
     fn read_inputs(&self, r: &Range<usize>) -> Result<Vec<Vec<f32>>> {
-        self.group
-            .inputs
-            .iter()
-            .map(|s| self.read(s, r, Read::Last))
-            .collect()
+        self.group.inputs.iter().map(|s| self.read(s, r)).collect()
     }
 
-    fn read_base(&self, r: &Range<usize>, when: Read) -> Result<Option<Vec<f32>>> {
+    fn read_base(&self, r: &Range<usize>) -> Result<Option<Vec<f32>>> {
         self.group
             .base
             .as_ref()
-            .map(|b| self.read(b, r, when))
+            .map(|b| self.read(b, r))
             .transpose()
     }
 
     /// The base (if any) and the inputs `which` of one chunk, for a statistics pass.
     fn read_stats(&self, which: &[usize], r: &Range<usize>) -> Result<ChunkData> {
-        let base = self.read_base(r, Read::Stats)?;
+        let base = self.read_base(r)?;
         let inputs = which
             .iter()
-            .map(|&i| self.read(&self.group.inputs[i], r, Read::Stats))
+            .map(|&i| self.read(&self.group.inputs[i], r))
             .collect::<Result<_>>()?;
         Ok((base, inputs))
     }
@@ -170,8 +147,7 @@ impl Passes<'_> {
 
     /// A sample: only the element ranges `runs(c, elements of chunk c)` of each chunk are read,
     /// and `f` sees each range as a [`Chunk`] (`first` = the range's first element). One `Vec`
-    /// per chunk (one value per range), in chunk order. For a tensor over the resident budget,
-    /// each chunk's pages are released after (the kernel maps pages around the ones read).
+    /// per chunk (one value per range), in chunk order.
     pub fn sample<T: Send>(
         &self,
         which: &[usize],
@@ -193,12 +169,6 @@ impl Passes<'_> {
                         }))
                     })
                     .collect::<Result<Vec<T>>>()?;
-                if self.ctx.release_stats {
-                    let g = self.ctx.group;
-                    for s in which.iter().map(|&i| &g.inputs[i]).chain(&g.base) {
-                        self.ctx.plan.models[s.model].release_range(&s.key, r.clone());
-                    }
-                }
                 Ok(out)
             })
             .collect()
@@ -243,11 +213,7 @@ impl Passes<'_> {
 pub fn execute(plan: &MergePlan, writer: &CheckpointWriter, progress: &ProgressBar) -> Result<()> {
     for group in &plan.groups {
         let exec = TensorExec {
-            ctx: Ctx {
-                plan,
-                group,
-                release_stats: plan.group_input_bytes(group) > RESIDENT_BUDGET,
-            },
+            ctx: Ctx { plan, group },
             writer,
         };
         match &group.kernel {
@@ -330,14 +296,10 @@ impl TensorExec<'_> {
         self.name()
     }
 
-    /// The whole of input `i` (for kernels that are not element-wise, like RegMean's solve);
-    /// its pages are released afterwards.
+    /// The whole of input `i` (for kernels that are not element-wise, like RegMean's solve).
     pub fn read_whole(&self, i: usize) -> Result<Vec<f32>> {
         let s = &self.ctx.group.inputs[i];
-        let model = &self.ctx.plan.models[s.model];
-        let values = model.read_f32(&s.key)?;
-        model.release(&s.key);
-        Ok(values)
+        Ok(self.ctx.plan.models[s.model].read_f32(&s.key)?)
     }
 
     /// Checks and writes the whole output tensor.
@@ -362,7 +324,7 @@ impl TensorExec<'_> {
                 .try_for_each(|(c, r)| self.run_blocks(k, &stats, c, &r));
         }
         chunks(self.numel()).enumerate().try_for_each(|(c, r)| {
-            let base = self.ctx.read_base(&r, Read::Last)?;
+            let base = self.ctx.read_base(&r)?;
             let inputs = self.ctx.read_inputs(&r)?;
             let mut out = vec![0f32; r.len()];
             let chunk = Chunk {
@@ -379,7 +341,7 @@ impl TensorExec<'_> {
     /// Chunk `c` (elements `r`) of an element-wise kernel, in blocks of [`BLOCK`] elements:
     /// each block's inputs are decoded into buffers that stay in the core's cache, merged,
     /// checked and encoded into the chunk's bytes, which are written with one positioned
-    /// write; then the chunk's input pages are released.
+    /// write.
     fn run_blocks<K: Kernel>(
         &self,
         k: &K,
@@ -394,14 +356,24 @@ impl TensorExec<'_> {
         let mut base: Option<Vec<f32>> = g.base.as_ref().map(|_| Vec::with_capacity(BLOCK));
         let mut inputs: Vec<Vec<f32>> = vec![Vec::with_capacity(BLOCK); g.inputs.len()];
         let mut out = vec![0f32; BLOCK];
+        // Each source's stored bytes of the chunk, by one positioned read (no mapped pages).
+        let sources: Vec<&Source> = g.base.iter().chain(&g.inputs).collect();
+        let mut raw: Vec<(Vec<u8>, mmerge_core::Dtype)> = Vec::with_capacity(sources.len());
+        for s in &sources {
+            let model = &self.ctx.plan.models[s.model];
+            let mut bytes = Vec::new();
+            model.read_bytes_into(&s.key, r.clone(), &mut bytes)?;
+            raw.push((bytes, model.require(&s.key)?.dtype));
+        }
         for first in r.clone().step_by(BLOCK) {
             let block = first..(first + BLOCK).min(r.end);
             let n = block.len();
-            let sources = g.base.iter().zip(base.iter_mut());
-            for (s, buf) in sources.chain(g.inputs.iter().zip(inputs.iter_mut())) {
+            let bufs = base.iter_mut().chain(inputs.iter_mut());
+            for ((bytes, dt), buf) in raw.iter().zip(bufs) {
                 buf.resize(n, 0.0);
-                let model = &self.ctx.plan.models[s.model];
-                model.read_f32_into(&s.key, block.clone(), buf)?;
+                let sz = dt.size();
+                let at = (first - r.start) * sz;
+                dt.decode_f32(&bytes[at..at + n * sz], buf);
             }
             let out = &mut out[..n];
             let chunk = Chunk {
@@ -414,9 +386,6 @@ impl TensorExec<'_> {
             self.check_finite(first, out)?;
             let at = (first - r.start) * size;
             dtype.encode_f32(out, &mut bytes[at..at + n * size]);
-        }
-        for s in g.inputs.iter().chain(&g.base) {
-            self.ctx.plan.models[s.model].release_range(&s.key, r.clone());
         }
         Ok(self.writer.write_bytes(self.name(), r.start, &bytes)?)
     }
