@@ -14,9 +14,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
-use common::{assert_matches, config_json, fixtures, mmerge};
+use common::{assert_matches, config_json, fixtures, merge, merge_case};
 
 /// Cases mmerge refuses on purpose, with the reason it gives: mergekit silently ignores a
 /// per-model setting of a shared parameter, which hides a mistake in the config.
@@ -38,22 +39,15 @@ fn every_case_matches_mergekit() {
     let mut worst = (0f64, String::new());
     for case in &cases {
         let out = tmp.path().join(case);
-        let o = mmerge(
-            &dir,
-            &["merge", &format!("cases/{case}.yml"), out.to_str().unwrap()],
-        );
         if let Some((_, why)) = REFUSED.iter().find(|(c, _)| c == case) {
+            let o = merge(&dir, Path::new(&format!("cases/{case}.yml")), &out, &[]);
             assert!(
                 !o.status.success() && String::from_utf8_lossy(&o.stderr).contains(why),
                 "{case}"
             );
             continue;
         }
-        assert!(
-            o.status.success(),
-            "{case}: mmerge failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        merge_case(&dir, case, &out, &[]);
         let expected = dir.join("expected").join(case);
         let w = assert_matches(case, &out, &expected);
         if w.0 > worst.0 {

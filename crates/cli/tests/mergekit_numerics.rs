@@ -12,13 +12,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use mmerge_core::Checkpoint;
 use mmerge_merge::numerics::Half;
 
+mod common;
+
+use common::{merge, merge_case};
+
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mergekit")
+    common::fixtures("")
 }
 
 /// (case, dtype, float64-mode bounds: most differing elements, largest |Δ| in steps at the
@@ -33,21 +36,6 @@ const CASES: [(&str, Half, usize, f64, f64); 8] = [
     ("ties_float16", Half::F16, 700, 700.0, 0.5),
     ("ties_bfloat16", Half::BF16, 700, 700.0, 0.5),
 ];
-
-fn merge(case: &str, out: &Path, args: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_mmerge"))
-        .current_dir(fixtures())
-        .args(["merge", &format!("cases/{case}.yml")])
-        .arg(out)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{case}: mmerge failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 /// Per tensor name: (ours, mergekit's) values, in file order of mergekit's output.
 fn pairs(ours: &Path, case: &str) -> Vec<(String, Vec<f32>, Vec<f32>)> {
@@ -121,7 +109,7 @@ fn mergekit_numerics_match_mergekit_bit_for_bit() {
         let ties = case.starts_with("ties");
         // The switch: bit for bit (TIES: but for threshold ties).
         let out = tmp.path().join(format!("{case}-mergekit"));
-        merge(case, &out, &["--numerics", "mergekit"]);
+        merge_case(&fixtures(), case, &out, &["--numerics", "mergekit"]);
         let (mut differ, mut ties_at, mut total) = (0usize, 0usize, 0usize);
         for (name, got, want) in pairs(&out, case) {
             let open = if ties { contested(half, &name) } else { vec![] };
@@ -150,7 +138,7 @@ fn mergekit_numerics_match_mergekit_bit_for_bit() {
 
         // Float64 numerics: measured.
         let out = tmp.path().join(format!("{case}-float64"));
-        merge(case, &out, &[]);
+        merge_case(&fixtures(), case, &out, &[]);
         let (mut d64, mut steps, mut abs) = (0usize, 0f64, 0f64);
         for (_, got, want) in pairs(&out, case) {
             for (g, w) in got.iter().zip(&want) {
@@ -185,16 +173,7 @@ fn the_config_key_does_what_the_flag_does_and_bad_uses_are_refused() {
     let text = std::fs::read_to_string(fixtures().join("cases/slerp_bfloat16.yml")).unwrap();
     let cfg = tmp.path().join("keyed.yml");
     std::fs::write(&cfg, format!("{text}numerics: mergekit\n")).unwrap();
-    let run = |cfg: &Path, out: &Path, args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_mmerge"))
-            .current_dir(fixtures())
-            .arg("merge")
-            .arg(cfg)
-            .arg(out)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |cfg: &Path, out: &Path, args: &[&str]| merge(&fixtures(), cfg, out, args);
     let keyed = tmp.path().join("keyed");
     assert!(run(&cfg, &keyed, &[]).status.success());
     let flagged = tmp.path().join("flagged");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_matches, cases, config_json, fixtures, mmerge};
+use common::{assert_matches, cases, config_json, fixtures, merge, merge_case, mmerge};
 
 #[test]
 fn every_standin_case_matches_mergekit() {
@@ -17,15 +17,7 @@ fn every_standin_case_matches_mergekit() {
     let mut worst = (0f64, String::new());
     for case in &cases {
         let out = tmp.path().join(case);
-        let o = mmerge(
-            &dir,
-            &["merge", &format!("cases/{case}.yml"), out.to_str().unwrap()],
-        );
-        assert!(
-            o.status.success(),
-            "{case}: mmerge failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        merge_case(&dir, case, &out, &[]);
         let expected = dir.join("expected").join(case);
         let w = assert_matches(case, &out, &expected);
         // The vocabulary size follows the output tokenizer, as mergekit writes it.
@@ -119,10 +111,7 @@ fn refusal(name: &str, yaml: &str) -> String {
     let models = dir.join("models").display().to_string();
     std::fs::write(&cfg, yaml.replace("{models}", &models)).unwrap();
     let out = tmp.path().join("out");
-    let o = mmerge(
-        &dir,
-        &["merge", cfg.to_str().unwrap(), out.to_str().unwrap()],
-    );
+    let o = merge(&dir, &cfg, &out, &[]);
     assert!(!o.status.success(), "{name} was merged");
     assert!(!out.exists(), "{name}: nothing is written");
     String::from_utf8_lossy(&o.stderr).into_owned()

@@ -37,6 +37,28 @@ pub fn mmerge(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `mmerge merge CONFIG OUT EXTRA…` run in `dir` (a relative `config` is taken from `dir`).
+pub fn merge(dir: &Path, config: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mmerge"))
+        .current_dir(dir)
+        .arg("merge")
+        .arg(config)
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `mmerge merge cases/<case>.yml OUT EXTRA…` in `dir`, which must succeed.
+pub fn merge_case(dir: &Path, case: &str, out: &Path, extra: &[&str]) {
+    let o = merge(dir, Path::new(&format!("cases/{case}.yml")), out, extra);
+    assert!(
+        o.status.success(),
+        "{case}: mmerge failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Asserts that `ours` has mergekit's tensor names, shapes and dtypes, and every element
 /// within |ours − mergekit| ≤ 1e-6 · max(1, |mergekit|); returns the largest scaled
 /// difference and where it is.
