@@ -101,6 +101,35 @@ proptest! {
     }
 }
 
+/// Asserts that the kept (nonzero) entries of a sparsified merge `v` of task vector `tau` are
+/// τ·s with one factor s per tensor, s = ‖τ‖₁/‖τ̂‖₁ with `rescale` (so the output keeps the L1
+/// norm `l1` of τ), else 1; returns s.
+fn assert_kept_entries_scaled(tau: &[f32], v: &[f32], l1: f64, rescale: bool) -> f64 {
+    let kept_l1: f64 = tau
+        .iter()
+        .zip(v)
+        .filter(|(_, o)| **o != 0.0)
+        .map(|(t, _)| f64::from(t.abs()))
+        .sum();
+    let s = if rescale { l1 / kept_l1 } else { 1.0 };
+    for (t, o) in tau.iter().zip(v) {
+        if *o != 0.0 {
+            assert!(
+                (f64::from(*o) - f64::from(*t) * s).abs()
+                    <= 1e-6 * f64::from(t.abs()).max(1e-3) * s
+            );
+        }
+    }
+    if rescale {
+        let out_l1: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
+        assert!(
+            (out_l1 / l1 - 1.0).abs() < 1e-5,
+            "L1 norm preserved: {out_l1} vs {l1}"
+        );
+    }
+    s
+}
+
 #[test]
 fn dare_keeps_the_density_fraction_and_rescales_the_l1_norm() {
     let tmp = tempfile::tempdir().unwrap();
@@ -131,28 +160,8 @@ fn dare_keeps_the_density_fraction_and_rescales_the_l1_norm() {
             (kept - density).abs() < 0.004,
             "density {density}: kept {kept}"
         );
-        // Kept entries are τ·s with one factor s per tensor: s = ‖τ‖₁/‖τ̂‖₁ with rescale, else 1.
-        let kept_l1: f64 = tau
-            .iter()
-            .zip(&v)
-            .filter(|(_, o)| **o != 0.0)
-            .map(|(t, _)| f64::from(t.abs()))
-            .sum();
-        let s = if rescale { l1 / kept_l1 } else { 1.0 };
-        for (t, o) in tau.iter().zip(&v) {
-            if *o != 0.0 {
-                assert!(
-                    (f64::from(*o) - f64::from(*t) * s).abs()
-                        <= 1e-6 * f64::from(t.abs()).max(1e-3) * s
-                );
-            }
-        }
+        let s = assert_kept_entries_scaled(&tau, &v, l1, rescale);
         if rescale {
-            let out_l1: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
-            assert!(
-                (out_l1 / l1 - 1.0).abs() < 1e-5,
-                "L1 norm preserved: {out_l1} vs {l1}"
-            );
             assert!(
                 (s * density - 1.0).abs() < 0.02,
                 "the factor is about 1/density: {s}"
@@ -242,29 +251,7 @@ fn della_keeps_large_entries_more_often_by_rank_and_rescales_the_l1_norm() {
             // Larger entries of a row survive more often.
             assert!(fractions.windows(2).all(|w| w[0] < w[1]), "{fractions:?}");
         }
-        // Kept entries are τ·s with one factor per tensor: s = ‖τ‖₁/‖τ̂‖₁ with rescale, else 1.
-        let kept_l1: f64 = tau
-            .iter()
-            .zip(&v)
-            .filter(|(_, o)| **o != 0.0)
-            .map(|(t, _)| f64::from(t.abs()))
-            .sum();
-        let s = if rescale { l1 / kept_l1 } else { 1.0 };
-        for (t, o) in tau.iter().zip(&v) {
-            if *o != 0.0 {
-                assert!(
-                    (f64::from(*o) - f64::from(*t) * s).abs()
-                        <= 1e-6 * f64::from(t.abs()).max(1e-3) * s
-                );
-            }
-        }
-        if rescale {
-            let out_l1: f64 = v.iter().map(|x| f64::from(x.abs())).sum();
-            assert!(
-                (out_l1 / l1 - 1.0).abs() < 1e-5,
-                "L1 norm preserved: {out_l1} vs {l1}"
-            );
-        }
+        assert_kept_entries_scaled(&tau, &v, l1, rescale);
     }
     // mergekit's check: density ± epsilon must stay inside (0, 1).
     for (density, epsilon) in [(0.1, 0.15), (0.9, 0.15), (0.5, 0.5)] {
