@@ -151,45 +151,44 @@ impl ArceeFusion {
         out
     }
 
+    /// `f(row, the chunk's elements in it)` for each row the chunk touches, from the first.
+    fn per_row<T>(
+        &self,
+        c: &Chunk<'_>,
+        f: impl Fn(usize, std::ops::Range<usize>) -> T,
+    ) -> RowPart<T> {
+        let segments = self.segments(c);
+        RowPart {
+            start: segments.first().map_or(0, |s| s.0),
+            values: segments.into_iter().map(|(row, r)| f(row, r)).collect(),
+        }
+    }
+
     /// Each touched row's softmax normalisers (base, other) over the chunk's part of it.
     fn normalisers(&self, c: &Chunk<'_>) -> RowPart<[LogSumExp; 2]> {
         let base = c.base.unwrap_or(&[]);
         let other = &c.inputs[0];
-        let segments = self.segments(c);
-        RowPart {
-            start: segments.first().map_or(0, |s| s.0),
-            values: segments
-                .into_iter()
-                .map(|(_, r)| {
-                    [
-                        LogSumExp::of(base[r.clone()].iter().map(|x| f64::from(*x))),
-                        LogSumExp::of(other[r].iter().map(|x| f64::from(*x))),
-                    ]
-                })
-                .collect(),
-        }
+        self.per_row(c, |_, r| {
+            [
+                LogSumExp::of(base[r.clone()].iter().map(|x| f64::from(*x))),
+                LogSumExp::of(other[r].iter().map(|x| f64::from(*x))),
+            ]
+        })
     }
 
     /// Each touched row's KL terms Σ p ln(p / q) over the chunk's part of it.
     fn kl_terms(&self, norms: &[[LogSumExp; 2]], c: &Chunk<'_>) -> RowPart<f64> {
         let base = c.base.unwrap_or(&[]);
         let other = &c.inputs[0];
-        let segments = self.segments(c);
-        RowPart {
-            start: segments.first().map_or(0, |s| s.0),
-            values: segments
-                .into_iter()
-                .map(|(row, r)| {
-                    let [nq, np] = norms[row];
-                    r.map(|j| {
-                        let p = np.prob(f64::from(other[j])) + EPS;
-                        let q = nq.prob(f64::from(base[j])) + EPS;
-                        p * (p / q).ln()
-                    })
-                    .sum::<f64>()
-                })
-                .collect(),
-        }
+        self.per_row(c, |row, r| {
+            let [nq, np] = norms[row];
+            r.map(|j| {
+                let p = np.prob(f64::from(other[j])) + EPS;
+                let q = nq.prob(f64::from(base[j])) + EPS;
+                p * (p / q).ln()
+            })
+            .sum::<f64>()
+        })
     }
 
     /// The importance |θ₁ − θ₀| · KL of each element of a chunk, rounded to f32.
