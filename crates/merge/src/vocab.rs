@@ -19,11 +19,11 @@
 //! (mergekit writes `save_pretrained`'s output); averages are computed in float64 and rounded
 //! to the input dtype; `tokens:` (per-token embedding sources) is not supported.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use mmerge_core::writer::{CheckpointWriter, OutputTensor};
-use mmerge_core::{Checkpoint, CoreError, keys};
+use mmerge_core::{Checkpoint, CoreError, Dtype, keys};
 
 use crate::config::TokenizerSpec;
 use crate::error::{MergeError, Result};
@@ -210,18 +210,29 @@ impl VocabPlan {
         for n in names {
             let meta = ck.require(n)?;
             let width: usize = meta.shape[1..].iter().product();
-            let mut cache: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-            let mut row_of = |model: usize, r: usize| -> Result<Vec<f64>> {
-                if let Some(v) = cache.get(&model) {
-                    return Ok(v[r * width..(r + 1) * width].to_vec());
+            // Row r of `model`'s tensor, read on its own (the tensors may be large).
+            let row_of = |model: usize, r: usize| -> Result<Vec<f64>> {
+                let range = r * width..(r + 1) * width;
+                let ck = &models[model];
+                if ck.require(n)?.dtype == Dtype::F64 {
+                    let mut bytes = Vec::new();
+                    ck.read_bytes_into(n, range, &mut bytes)?;
+                    return Ok(bytes
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                        .collect());
                 }
-                let v = models[model].read_f64(n)?;
-                let out = v[r * width..(r + 1) * width].to_vec();
-                cache.insert(model, v);
-                Ok(out)
+                let mut row = vec![0f32; width];
+                ck.read_f32_into(n, range, &mut row)?;
+                Ok(row.into_iter().map(f64::from).collect())
             };
-            let mut data = Vec::with_capacity(self.rows * width);
-            for src in &self.sources[m] {
+            let write_row = |v: usize, row: &[f64]| -> Result<()> {
+                let f32s: Vec<f32> = row.iter().map(|&x| x as f32).collect();
+                Ok(w.write_f32(n, v * width, &f32s)?)
+            };
+            // The sum of the real rows, for the padding rows' mean.
+            let mut sum = vec![0f64; width];
+            for (v, src) in self.sources[m].iter().enumerate() {
                 let row = match src {
                     Row::Own(i) => row_of(m, *i)?,
                     Row::Donor(d, i) => row_of(*d, *i)?,
@@ -236,24 +247,15 @@ impl VocabPlan {
                     }
                     Row::Zero => vec![0f64; width],
                 };
-                data.extend(row);
+                for (a, x) in sum.iter_mut().zip(&row) {
+                    *a += x;
+                }
+                write_row(v, &row)?;
             }
-            if self.rows > self.tokens {
-                let mut mean = vec![0f64; width];
-                for row in data.chunks(width) {
-                    for (a, x) in mean.iter_mut().zip(row) {
-                        *a += x;
-                    }
-                }
-                for a in &mut mean {
-                    *a /= self.tokens as f64;
-                }
-                for _ in self.tokens..self.rows {
-                    data.extend_from_slice(&mean);
-                }
+            let mean: Vec<f64> = sum.iter().map(|a| a / self.tokens as f64).collect();
+            for v in self.tokens..self.rows {
+                write_row(v, &mean)?;
             }
-            let f32s: Vec<f32> = data.iter().map(|&x| x as f32).collect();
-            w.write_f32(n, 0, &f32s)?;
         }
         w.finish()?;
         Ok(())
