@@ -123,15 +123,12 @@ impl PairSource for CheckpointPair<'_> {
     }
 
     fn read(&self, r: Range<usize>, a: &mut [f32], b: &mut [f32], w: &mut [f32]) -> Result<()> {
-        // Each chunk's pages leave the resident set once decoded, so memory stays at a few
-        // chunks per worker however large the tensor.
+        // Positioned reads: the files' pages never enter the resident set, so memory stays at
+        // a few chunks per worker however large the tensor.
         self.a.read_f32_into(self.name, r.clone(), a)?;
-        self.a.release_range(self.name, r.clone());
         self.b.read_f32_into(self.name, r.clone(), b)?;
-        self.b.release_range(self.name, r.clone());
         if let Some(base) = self.base {
-            base.read_f32_into(self.name, r.clone(), w)?;
-            base.release_range(self.name, r);
+            base.read_f32_into(self.name, r, w)?;
             subtract(a, w);
             subtract(b, w);
         }
@@ -194,7 +191,7 @@ pub fn compare(
 /// Every tensor of `a` is compared, in a's storage order; `b` and `base` must hold exactly
 /// the same names with the same shapes (else an error naming the key, the checkpoints and
 /// both shapes). Non-float tensors are skipped and listed. Tensors run in parallel, each
-/// streamed in `opts.chunk_len` chunks and released from memory when done.
+/// streamed in `opts.chunk_len` chunks by positioned reads (nothing of the files stays resident).
 pub fn compare_with_progress(
     a: &Checkpoint,
     b: &Checkpoint,
@@ -237,9 +234,6 @@ pub fn compare_with_progress(
                 },
                 opts,
             );
-            for ck in [Some(a), Some(b), base].into_iter().flatten() {
-                ck.release(name);
-            }
             if let Some(p) = progress {
                 p.inc(numel as u64);
             }

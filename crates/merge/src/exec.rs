@@ -220,9 +220,6 @@ pub fn execute(plan: &MergePlan, writer: &CheckpointWriter, progress: &ProgressB
             None => exec.copy()?,
             Some(k) => k.execute(&exec)?,
         }
-        for s in group.inputs.iter().chain(&group.base) {
-            plan.models[s.model].release(&s.key);
-        }
         let bytes = group.out.shape.iter().product::<usize>() * group.out.dtype.size();
         progress.inc(bytes as u64);
     }
@@ -307,11 +304,15 @@ impl TensorExec<'_> {
         self.write(0, out)
     }
 
-    /// A byte-exact copy of the first input.
+    /// A byte-exact copy of the first input, from the memory map; its pages are released
+    /// afterwards.
     fn copy(&self) -> Result<()> {
         let s = &self.ctx.group.inputs[0];
-        let bytes = self.ctx.plan.models[s.model].bytes(&s.key)?;
-        Ok(self.writer.write_bytes(self.name(), 0, bytes)?)
+        let model = &self.ctx.plan.models[s.model];
+        self.writer
+            .write_bytes(self.name(), 0, model.bytes(&s.key)?)?;
+        model.release(&s.key);
+        Ok(())
     }
 
     /// The kernel's statistics passes, then every chunk: decode the base and inputs, merge,

@@ -77,7 +77,6 @@ pub fn load_weights(ck: &Checkpoint) -> Result<Weights> {
         }
         let shape = meta.shape.clone();
         let data = ck.read_f32(name)?;
-        ck.release(name);
         w.insert(name.clone(), Tensor { shape, data });
     }
     Ok(w)
